@@ -1,0 +1,138 @@
+"""`modeconn` command line: the entry point Snakemake rules call, one subcommand per stage.
+
+Every subcommand takes its configuration through `--params` (the JSON of the params.yaml sections
+the rule passes, already validated by the Snakefile; validated again here) or `--params-file`
+(YAML files, for use by hand). How a job runs (`--device`, `--threads`) and how it is labelled
+(`--rule`, `--wildcards`) are separate flags, not params, so they never change a result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .checkpoint import CheckpointError
+from .config import Config, ConfigError, load_yaml
+
+
+def _config(args: argparse.Namespace) -> Config:
+    if args.params is not None and args.params_file:
+        raise ConfigError("give either --params or --params-file, not both")
+    if args.params is not None:
+        try:
+            raw = json.loads(args.params)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"--params: not valid JSON ({err})") from err
+        source = "--params"
+    else:
+        paths = args.params_file or ["params.yaml"]
+        raw, source = load_yaml(*paths), " + ".join(map(str, paths))
+    if args.tracking is not None:
+        try:
+            raw["tracking"] = json.loads(args.tracking)["tracking"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ConfigError(f"--tracking: expected JSON {{\"tracking\": {{...}}}} ({err})") from err
+    return Config.from_dict(raw, source=source)
+
+
+def _job(args: argparse.Namespace, cfg: Config):
+    from .stages.common import Job
+
+    return Job(
+        device=args.device or cfg.runtime.device,
+        threads=args.threads if args.threads is not None else cfg.runtime.threads,
+        rule=args.rule,
+        wildcards=args.wildcards,
+    )
+
+
+def cmd_validate(args, cfg: Config) -> None:
+    """Print the full configuration with defaults filled in."""
+    import yaml
+
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+
+
+def cmd_init_tracking(args, cfg: Config) -> None:
+    from .tracking import init_store
+
+    init_store(cfg.tracking)
+
+
+def cmd_prepare_data(args, cfg: Config) -> None:
+    from .data import build_dataset, save_dataset
+
+    save_dataset(build_dataset(cfg.data), args.out)
+
+
+def cmd_train_seeds(args, cfg: Config) -> None:
+    from .stages import seeds
+
+    seeds.train(cfg, args.seeds, args.data, args.out_dir, _job(args, cfg))
+
+
+def cmd_interpolate(args, cfg: Config) -> None:
+    from .stages import seeds
+
+    seeds.interpolate(cfg, args.data, args.a, args.b, args.out, cfg.seeds.interpolation_points, _job(args, cfg))
+
+
+def cmd_report_seeds(args, cfg: Config) -> None:
+    from .report import seeds as report
+
+    report.write(args.csvs, args.out_dir)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="modeconn", description=__doc__.splitlines()[0])
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        p.add_argument("--params", help="JSON of the params.yaml sections this stage uses")
+        p.add_argument("--params-file", nargs="+", type=Path, help="YAML parameter files merged left to right (default: params.yaml)")
+        p.add_argument("--tracking", help='JSON {"tracking": {...}}: overrides the tracking section (changes no result)')
+        p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides runtime.device")
+        p.add_argument("--threads", type=int, help="torch threads (0: torch's default); overrides runtime.threads")
+        p.add_argument("--rule", default="manual", help="Snakemake rule name, recorded as an MLflow tag")
+        p.add_argument("--wildcards", default="", help="Snakemake wildcards, recorded as an MLflow tag")
+        return p
+
+    command("validate", cmd_validate, "validate parameters and print them with defaults filled in")
+    command("init-tracking", cmd_init_tracking, "create the MLflow store and experiment (before jobs fan out)")
+    p = command("prepare-data", cmd_prepare_data, "build the configured dataset into one safetensors file")
+    p.add_argument("--out", type=Path, required=True)
+    p = command("train-seeds", cmd_train_seeds, "train several seeds as one population")
+    p.add_argument("--seeds", type=int, nargs="+", required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out-dir", type=Path, required=True)
+    p = command("interpolate", cmd_interpolate, "evaluate the linear path between two checkpoints")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--a", type=Path, required=True)
+    p.add_argument("--b", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p = command("report-seeds", cmd_report_seeds, "barrier table and figure over all pairs of seeds")
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("csvs", type=Path, nargs="+")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        cfg = _config(args)
+        args.func(args, cfg)
+    except ConfigError as err:
+        print(f"modeconn: {err}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, CheckpointError) as err:
+        print(f"modeconn {args.command}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

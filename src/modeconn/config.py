@@ -1,0 +1,224 @@
+"""The one door for configuration: params.yaml → schema (with defaults) → typed, frozen config.
+
+`validate(raw)` fills defaults from `schemas/params.schema.yaml` and rejects any unknown or
+ill-typed key with a `ConfigError` naming it; `Config.from_dict` turns the validated dict into
+dataclasses that are passed down explicitly. Nothing else in the package reads params.yaml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    """A parameter file or dict that does not satisfy the schema."""
+
+
+def schema() -> dict:
+    text = resources.files("modeconn").joinpath("schemas/params.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _defaults_filling_validator():
+    # jsonschema's documented recipe: a validator that also inserts each property's default.
+    base = jsonschema.Draft7Validator
+
+    def set_defaults(validator, properties, instance, sch):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = _copy(sub["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, sch)
+
+    return jsonschema.validators.extend(base, {"properties": set_defaults})
+
+
+def _copy(value):
+    return yaml.safe_load(yaml.safe_dump(value))
+
+
+def _key(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = re.findall(r"'([^']+)' (?:was|were) unexpected", error.message)
+        names = extra[0] if extra else error.message
+        return f"{path + '.' if path else ''}{names}: unknown key"
+    return f"{path or '<top level>'}: {error.message}"
+
+
+def validate(raw: dict | None, source: str = "params") -> dict:
+    """Return a copy of `raw` with defaults filled in; raise ConfigError naming every bad key."""
+    data = _copy(raw or {})
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    validator = _defaults_filling_validator()(schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = "\n  ".join(_key(e) for e in errors)
+        raise ConfigError(f"{source}: invalid configuration\n  {lines}")
+    return data
+
+
+def load_yaml(*paths: str | Path) -> dict:
+    """Merge YAML files left to right (later files override whole keys, section by section)."""
+    merged: dict[str, Any] = {}
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such parameter file")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections")
+        _deep_update(merged, data)
+    return merged
+
+
+def _deep_update(into: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_update(into[key], value)
+        else:
+            into[key] = value
+
+
+# ----------------------------------------------------------------------------- typed sections
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    device: str = "auto"
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "mnist1d"
+    root: str = "data/raw"
+    download: bool = False
+    num_samples: int = 10000
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "mlp"
+    depth: int = 2
+    width: int = 256
+    width_multiplier: int = 1
+    norm: str = "none"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    duration: str = "60ep"
+    schedule: str = "constant"
+    warmup: str = "0it"
+    milestones: tuple[str, ...] = ()
+    gamma: float = 0.1
+    augment: str = "none"
+    checkpoint_steps: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    batch_size: int = 2000
+    max_examples: int = 0
+    bn_batches: int = 20
+    bn_batch_size: int = 256
+    member_chunk: int = 0
+
+
+@dataclass(frozen=True)
+class SeedsConfig:
+    count: int = 4
+    first: int = 0
+    population: int = 4
+    interpolation_points: int = 25
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.first, self.first + self.count))
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "modeconn"
+    enabled: bool = True
+
+
+SECTIONS: dict[str, type] = {
+    "runtime": RuntimeConfig,
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "evaluation": EvaluationConfig,
+    "seeds": SeedsConfig,
+    "tracking": TrackingConfig,
+}
+
+
+def _section(cls: type, values: dict):
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            v = values[f.name]
+            kwargs[f.name] = tuple(v) if isinstance(v, list) else v
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class Config:
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    seeds: SeedsConfig = field(default_factory=SeedsConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    @classmethod
+    def from_dict(cls, raw: dict | None, source: str = "params") -> "Config":
+        """Validate (filling defaults) and type a full or partial parameter dict."""
+        data = validate(raw, source)
+        return cls(**{name: _section(SECTIONS[name], data[name]) for name in SECTIONS})
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{'train': {'lr': 0.1}} → {'train.lr': 0.1}: the dotted keys MLflow params use."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out

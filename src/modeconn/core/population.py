@@ -1,0 +1,137 @@
+"""Batched evaluation of a population through the plain, unmodified `nn.Module`.
+
+`forward` runs K members of one architecture as one computation:
+`vmap(functional_call(model, (params_k, buffers_k), x))` over the leading member dimension. The
+module's own tensors are never used, so one skeleton module serves every member, every point of a
+path and every method. BatchNorm is handled explicitly (`recompute_bn`): after any weight-space
+operation the running statistics are stale and are re-estimated per member on training batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from .params import TensorDict, select, size
+
+
+def forward(model: nn.Module, params: TensorDict, buffers: TensorDict, x: Tensor, shared_input: bool = True) -> Tensor:
+    """Logits [K, B, C] of K stacked members.
+
+    x is [B, ...] and fed to every member when `shared_input`, else [K, B, ...] (one batch per
+    member, as in population training with separate data orders). The module's train/eval mode
+    decides how normalisation layers behave, exactly as for a single network.
+    """
+
+    def one(p, b, xb):
+        return functional_call(model, (p, b), (xb,))
+
+    return vmap(one, in_dims=(0, 0, None if shared_input else 0))(params, buffers, x)
+
+
+@contextlib.contextmanager
+def mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
+    """Temporarily put `model` in train or eval mode, restoring its previous mode afterwards."""
+    before = [m.training for m in model.modules()]
+    model.train(training)
+    try:
+        yield model
+    finally:
+        for m, was in zip(model.modules(), before):
+            m.training = was
+
+
+def _chunks(k: int, chunk: int) -> list[slice]:
+    step = k if chunk <= 0 else chunk
+    return [slice(i, min(i + step, k)) for i in range(0, k, step)]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    params: TensorDict,
+    buffers: TensorDict,
+    x: Tensor,
+    y: Tensor,
+    batch_size: int = 2000,
+    member_chunk: int = 0,
+) -> dict[str, Tensor]:
+    """Mean cross-entropy loss and error rate of every member on (x, y), in eval mode.
+
+    Returns {"loss": [K], "error": [K]} (float64). Members are processed `member_chunk` at a time
+    (0 = all at once) and examples `batch_size` at a time, which bounds memory without changing
+    the result.
+    """
+    k, n = size(params), x.shape[0]
+    loss = torch.zeros(k, dtype=torch.float64, device=x.device)
+    wrong = torch.zeros(k, dtype=torch.float64, device=x.device)
+    with mode(model, training=False):
+        for part in _chunks(k, member_chunk):
+            p, b = select(params, part), select(buffers, part)
+            for start in range(0, n, batch_size):
+                xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+                logits = forward(model, p, b, xb)  # [k, B, C]
+                ce = F.cross_entropy(logits.flatten(0, 1), yb.repeat(logits.shape[0]), reduction="none")
+                loss[part] += ce.view(logits.shape[0], -1).sum(1).double()
+                wrong[part] += (logits.argmax(-1) != yb).sum(1).double()
+    return {"loss": loss / n, "error": wrong / n}
+
+
+def batchnorm_layers(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
+    """The model's BatchNorm layers (with running statistics) by module name."""
+    return {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    }
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return bool(batchnorm_layers(model))
+
+
+@torch.no_grad()
+def recompute_bn(
+    model: nn.Module,
+    params: TensorDict,
+    buffers: TensorDict,
+    batches: Iterable[Tensor],
+    member_chunk: int = 0,
+) -> TensorDict:
+    """Fresh BatchNorm running statistics for every member, estimated on `batches`.
+
+    Equivalent, member by member, to resetting the statistics, setting `momentum=None` (a
+    cumulative average over batches) and running the batches through the network in train mode:
+    running_mean = mean over batches of the batch means, running_var = mean of the unbiased batch
+    variances. The cumulative average is realised by setting momentum = 1/n before batch n, so the
+    update stays a batched in-place operation under vmap. Returns new buffers; the inputs are not
+    modified. Models without BatchNorm get their buffers back unchanged.
+    """
+    layers = batchnorm_layers(model)
+    if not layers:
+        return buffers
+    batches = list(batches)
+    new = {k: v.clone() for k, v in buffers.items()}
+    for name in layers:
+        new[f"{name}.running_mean"].zero_()
+        new[f"{name}.running_var"].fill_(1.0)
+        if f"{name}.num_batches_tracked" in new:
+            new[f"{name}.num_batches_tracked"].zero_()
+    momenta = {name: m.momentum for name, m in layers.items()}
+    try:
+        with mode(model, training=True):
+            for part in _chunks(size(params), member_chunk):
+                p, b = select(params, part), select(new, part)  # views: updates land in `new`
+                for n, xb in enumerate(batches, start=1):
+                    for m in layers.values():
+                        m.momentum = 1.0 / n
+                    forward(model, p, b, xb)
+    finally:
+        for name, m in layers.items():
+            m.momentum = momenta[name]
+    return new

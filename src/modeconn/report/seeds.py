@@ -1,0 +1,141 @@
+"""Barrier tables and interpolation figure for the seeds family (reports/seeds/).
+
+Input: the per-pair CSVs written by `stages.seeds.interpolate` (columns seed_a, seed_b, alpha,
+split, loss, error, bn_reset, examples). Output: barriers.csv (per pair), barriers.md (summary
+mean ± std over pairs with the definition, then per pair), interpolation.csv (all points, for DVC
+plots), interpolation.png, metrics.json (for `dvc metrics show`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on the workflow's machines
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+import torch  # noqa: E402
+
+from ..core import barrier as barrier_math  # noqa: E402
+from ..io import atomic_path, write_json, write_text  # noqa: E402
+
+METRICS = ("loss", "error")
+SPLITS = ("train", "test")
+
+
+def read_paths(csvs: list[Path]) -> pd.DataFrame:
+    if not csvs:
+        raise ValueError("no interpolation results given")
+    table = pd.concat([pd.read_csv(p) for p in csvs], ignore_index=True)
+    table["pair"] = "seed" + table["seed_a"].astype(str) + "–seed" + table["seed_b"].astype(str)
+    return table
+
+
+def per_pair(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (pair, split, metric): barrier, endpoint mean, peak value and where it lies."""
+    rows = []
+    for (pair, split, ), group in table.groupby(["pair", "split"], sort=True):
+        group = group.sort_values("alpha")
+        alpha = torch.tensor(group["alpha"].to_numpy())
+        for metric in METRICS:
+            values = torch.tensor(group[metric].to_numpy())
+            rows.append(
+                {
+                    "pair": pair,
+                    "split": split,
+                    "metric": metric,
+                    "barrier": barrier_math.barrier(values).item(),
+                    "endpoint_mean": 0.5 * (values[0] + values[-1]).item(),
+                    "peak": values.max().item(),
+                    "peak_alpha": barrier_math.argmax_alpha(values, alpha).item(),
+                    "points": len(values),
+                    "bn_reset": bool(group["bn_reset"].iloc[0]),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def summary(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std over pairs of the barrier and of the endpoint value, per split and metric."""
+    rows = []
+    for split in SPLITS:
+        for metric in METRICS:
+            sel = pairs[(pairs.split == split) & (pairs.metric == metric)]
+            b_mean, b_std = barrier_math.mean_std(torch.tensor(sel["barrier"].to_numpy()))
+            e_mean, e_std = barrier_math.mean_std(torch.tensor(sel["endpoint_mean"].to_numpy()))
+            rows.append({"split": split, "metric": metric, "barrier_mean": b_mean, "barrier_std": b_std,
+                         "endpoint_mean": e_mean, "endpoint_std": e_std, "pairs": len(sel)})
+    return pd.DataFrame(rows)
+
+
+def markdown(pairs: pd.DataFrame, summ: pd.DataFrame, points: int) -> str:
+    bn = "recomputed on training batches at every alpha" if pairs["bn_reset"].any() else "not applicable (no BatchNorm)"
+    shown = summ.assign(
+        barrier=[f"{m:.4f} ± {s:.4f}" for m, s in zip(summ.barrier_mean, summ.barrier_std)],
+        endpoints=[f"{m:.4f} ± {s:.4f}" for m, s in zip(summ.endpoint_mean, summ.endpoint_std)],
+    )[["split", "metric", "barrier", "endpoints", "pairs"]]
+    detail = pairs[["pair", "split", "metric", "barrier", "endpoint_mean", "peak", "peak_alpha"]]
+    return "\n".join(
+        [
+            "# Linear interpolation between independently trained seeds",
+            "",
+            f"**Barrier definition.** {barrier_math.definition(points)}. "
+            "Values are mean ± sample std over pairs of seeds.",
+            f"**BatchNorm statistics:** {bn}.",
+            "",
+            shown.to_markdown(index=False),
+            "",
+            "## Per pair",
+            "",
+            detail.to_markdown(index=False, floatfmt=".4f"),
+            "",
+        ]
+    )
+
+
+def figure(table: pd.DataFrame, path: Path) -> None:
+    """Loss and error vs α for every pair (rows: metric; columns: split), endpoints marked."""
+    long = table.melt(id_vars=["pair", "alpha", "split"], value_vars=list(METRICS), var_name="metric", value_name="value")
+    grid = sns.relplot(
+        data=long, x="alpha", y="value", hue="pair", row="metric", col="split",
+        row_order=list(METRICS), col_order=list(SPLITS), kind="line", marker="o", markersize=3,
+        height=2.8, aspect=1.3, facet_kws={"sharey": "row"},
+    )
+    ends = long[long.alpha.isin([0.0, 1.0])]
+    for (metric, split), ax in grid.axes_dict.items():
+        sel = ends[(ends.metric == metric) & (ends.split == split)]
+        ax.scatter(sel.alpha, sel.value, s=60, facecolors="none", edgecolors="black", zorder=5, label="endpoints")
+        ax.set_ylabel(metric)
+        ax.set_xlabel("α  (θ = (1−α) θ_A + α θ_B)")
+    grid.set_titles("{row_name} — {col_name}")
+    grid.figure.suptitle("Linear interpolation between independently trained seeds (endpoints circled)", y=1.02)
+    with atomic_path(path) as tmp:
+        grid.figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(grid.figure)
+
+
+def metrics(summ: pd.DataFrame, pairs: pd.DataFrame, points: int) -> dict:
+    out: dict = {"points": points, "pairs": int(pairs.pair.nunique()), "bn_reset": bool(pairs.bn_reset.any())}
+    for r in summ.itertuples():
+        out.setdefault("barrier", {}).setdefault(r.split, {})[r.metric] = {"mean": r.barrier_mean, "std": r.barrier_std}
+        out.setdefault("endpoint", {}).setdefault(r.split, {})[r.metric] = {"mean": r.endpoint_mean, "std": r.endpoint_std}
+    return out
+
+
+def write(csvs: list[Path], out_dir: Path) -> dict:
+    table = read_paths(csvs)
+    points = int(table.groupby(["pair", "split"]).size().iloc[0])
+    pairs = per_pair(table)
+    summ = summary(pairs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "barriers.csv") as tmp:
+        pairs.to_csv(tmp, index=False)
+    with atomic_path(out_dir / "interpolation.csv") as tmp:
+        table.drop(columns=["examples"]).to_csv(tmp, index=False)
+    write_text(out_dir / "barriers.md", markdown(pairs, summ, points))
+    figure(table, out_dir / "interpolation.png")
+    result = metrics(summ, pairs, points)
+    write_json(out_dir / "metrics.json", result)
+    return result

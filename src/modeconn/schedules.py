@@ -1,0 +1,62 @@
+"""Training lengths ("60ep", "2000it") and learning-rate schedules as multiplicative factors.
+
+The factor f(i) multiplies the configured peak learning rate at iteration i (0-based) and is
+applied through `torch.optim.lr_scheduler.LambdaLR`. A linear warmup over the first W iterations
+(f rises from 1/W to 1) precedes every schedule; the schedule then runs over the remaining
+T − W iterations with u = (i − W) / (T − W) ∈ [0, 1):
+
+    constant     f = 1
+    step         f = γ^(number of milestones ≤ i)
+    cosine       f = ½ (1 + cos(π u))                  (Loshchilov & Hutter 2017)
+    triangular   f = 1 − |2u − 1| · (1 − ε), ε = 1e-3  (rises to the peak at mid-run, falls back)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Callable
+
+_DURATION = re.compile(r"^([0-9]+)(ep|it)$")
+
+
+def iterations(duration: str, steps_per_epoch: int) -> int:
+    """'60ep' → 60 · steps_per_epoch; '2000it' → 2000."""
+    match = _DURATION.match(duration)
+    if not match:
+        raise ValueError(f"duration {duration!r} is not of the form <N>ep or <N>it")
+    n, unit = int(match.group(1)), match.group(2)
+    return n * steps_per_epoch if unit == "ep" else n
+
+
+def lr_factor(
+    schedule: str,
+    total: int,
+    warmup: int = 0,
+    milestones: tuple[int, ...] = (),
+    gamma: float = 0.1,
+) -> Callable[[int], float]:
+    """f(i): the factor on the peak learning rate at iteration i of `total`."""
+    if warmup >= total and total > 0:
+        raise ValueError(f"warmup ({warmup} it) must be shorter than training ({total} it)")
+    span = max(total - warmup, 1)
+
+    def after_warmup(i: int) -> float:
+        u = min(max((i - warmup) / span, 0.0), 1.0)
+        if schedule == "constant":
+            return 1.0
+        if schedule == "step":
+            return gamma ** sum(1 for m in milestones if i >= m)
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * u))
+        if schedule == "triangular":
+            return 1.0 - abs(2.0 * u - 1.0) * (1.0 - 1e-3)
+        raise ValueError(f"unknown schedule {schedule!r}")
+
+    def factor(i: int) -> float:
+        if i < warmup:
+            return (i + 1) / warmup
+        return after_warmup(i)
+
+    factor(warmup)  # fail now, not mid-training, on an unknown schedule
+    return factor

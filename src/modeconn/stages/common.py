@@ -1,0 +1,69 @@
+"""What every stage needs: the device, the data on it, the model skeleton, BN batches, job tags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..config import Config, EvaluationConfig, flatten
+from ..data import Dataset, load_dataset
+from ..models import build_model
+from ..train import generator
+
+
+@dataclass(frozen=True)
+class Job:
+    """How a job runs and how it is labelled; not part of any result."""
+
+    device: str = "auto"
+    threads: int = 0
+    rule: str = "manual"
+    wildcards: str = ""
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("runtime.device is 'cuda' but no CUDA device is available")
+        return torch.device(self.device)
+
+    def setup(self) -> torch.device:
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
+        return self.torch_device()
+
+    def tags(self, **extra: str) -> dict[str, str]:
+        return {"rule": self.rule, "wildcards": self.wildcards, **extra}
+
+
+def data_on(path: str | Path, device: torch.device) -> Dataset:
+    return load_dataset(path).to(device)
+
+
+def skeleton(cfg: Config, data: Dataset, device: torch.device) -> torch.nn.Module:
+    """A module of the configured architecture, used only through `functional_call`."""
+    return build_model(cfg.model, data.input_shape, data.num_classes).to(device)
+
+
+def split(data: Dataset, name: str, max_examples: int = 0) -> tuple[Tensor, Tensor]:
+    """(x, y) of the "train" or "test" split, optionally its first `max_examples` examples."""
+    x, y = (data.x_train, data.y_train) if name == "train" else (data.x_test, data.y_test)
+    if max_examples > 0:
+        x, y = x[:max_examples], y[:max_examples]
+    return x, y
+
+
+def bn_batches(data: Dataset, cfg: EvaluationConfig) -> list[Tensor]:
+    """The fixed training batches on which BatchNorm statistics are recomputed (same for every job)."""
+    order = torch.randperm(data.x_train.shape[0], generator=generator("bn", 0)).to(data.x_train.device)
+    n = min(cfg.bn_batches * cfg.bn_batch_size, order.numel())
+    return list(data.x_train[order[:n]].split(cfg.bn_batch_size))
+
+
+def params_of(cfg: Config, *sections: str) -> dict:
+    """Dotted params.yaml keys of the given sections, for MLflow."""
+    full = cfg.to_dict()
+    return flatten({s: full[s] for s in sections})

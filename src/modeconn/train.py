@@ -1,0 +1,216 @@
+"""Training a population: K networks of one architecture, each with its own seeds, in one loop.
+
+The K members are stacked (`core.params`) and run through `core.population.forward` with one
+minibatch per member, so every step is one batched computation. The loss is the sum of the
+members' mean losses, so the gradient of each member's slice is that member's own gradient; the
+torch optimizers (SGD, Adam, AdamW) act elementwise on the stacked tensors, so training K members
+together gives the same result as training each alone (tests/test_train.py checks this).
+
+Randomness is separated into three streams per member (`MemberSeeds`): initialisation, data
+order and augmentation. Data order and augmentation are derived from (seed, epoch/step) alone, so
+training can resume at any step from a checkpoint and two forks can share everything except the
+stream they vary (Frankle et al. 2020).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from .config import TrainConfig
+from .core.params import TensorDict, module_state, size, stack
+from .core.population import forward
+from .schedules import iterations, lr_factor
+
+
+@dataclass(frozen=True)
+class MemberSeeds:
+    """The three independent sources of randomness of one training run."""
+
+    init: int
+    data: int
+    augment: int
+
+    @classmethod
+    def same(cls, seed: int) -> "MemberSeeds":
+        # One integer for all three is fine: the streams are salted by name (see `generator`).
+        return cls(init=seed, data=seed, augment=seed)
+
+
+def generator(*keys) -> torch.Generator:
+    """A CPU generator seeded from a hash of `keys` (e.g. ("data", seed, epoch))."""
+    digest = hashlib.sha256(repr(keys).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def init_population(build: Callable[[], nn.Module], init_seeds: list[int]) -> tuple[nn.Module, TensorDict, TensorDict]:
+    """Build one network per init seed (global RNG forked, so the caller's is untouched).
+
+    Returns a skeleton module (for `functional_call`) and the stacked params and buffers.
+    """
+    states, model = [], None
+    for seed in init_seeds:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build()
+        states.append(module_state(model))
+    return model, stack([p for p, _ in states]), stack([b for _, b in states])
+
+
+def make_optimizer(cfg: TrainConfig, tensors: list[Tensor]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(tensors, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(tensors, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(tensors, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"train.optimizer: unknown optimizer {cfg.optimizer!r}")
+
+
+def epoch_order(n: int, data_seed: int, epoch: int) -> Tensor:
+    """The permutation of the n training examples that seed `data_seed` uses in `epoch`."""
+    return torch.randperm(n, generator=generator("data", data_seed, epoch))
+
+
+def crop_flip(x: Tensor, aug_seed: int, step: int, pad: int = 4) -> Tensor:
+    """Random crop after zero padding by `pad`, and random horizontal flip, of x [B, C, H, W]."""
+    b, c, h, w = x.shape
+    g = generator("augment", aug_seed, step)
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=g).to(x.device)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=g).to(x.device)
+    flip = (torch.rand(b, generator=g) < 0.5).to(x.device)
+    xp = F.pad(x, (pad, pad, pad, pad))
+    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    out = xp[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
+
+
+AUGMENTATIONS: dict[str, Callable[[Tensor, int, int], Tensor] | None] = {"none": None, "crop_flip": crop_flip}
+
+
+@dataclass
+class TrainState:
+    """Where a population is: stacked params (optimised leaves), buffers, optimizer, step."""
+
+    params: TensorDict
+    buffers: TensorDict
+    optimizer: torch.optim.Optimizer
+    step: int
+    steps_per_epoch: int
+    total_steps: int
+
+
+def _optimizer_keys(state: TrainState) -> list[str]:
+    return list(state.params)
+
+
+def member_optimizer_state(state: TrainState, i: int) -> TensorDict:
+    """Member i's slice of the optimizer state, as flat {"<param>/<key>": tensor} (for checkpoints)."""
+    k = size(state.params)
+    out = {}
+    for idx, name in enumerate(_optimizer_keys(state)):
+        for key, value in state.optimizer.state_dict()["state"].get(idx, {}).items():
+            if torch.is_tensor(value):
+                out[f"{name}/{key}"] = value[i].clone() if value.ndim and value.shape[0] == k else value.clone()
+    return out
+
+
+def stacked_optimizer_state(optimizer: torch.optim.Optimizer, names: list[str], members: list[TensorDict]) -> dict:
+    """A state_dict for `optimizer` (over stacked tensors named `names`) from per-member states."""
+    sd = optimizer.state_dict()
+    state = {}
+    for idx, name in enumerate(names):
+        keys = {k.split("/", 1)[1] for k in members[0] if k.split("/", 1)[0] == name}
+        entry = {}
+        for key in keys:
+            values = [m[f"{name}/{key}"] for m in members]
+            entry[key] = values[0].clone() if values[0].ndim == 0 else torch.stack(values)
+        if entry:
+            state[idx] = entry
+    sd["state"] = state
+    return sd
+
+
+def train_population(
+    model: nn.Module,
+    params: TensorDict,
+    buffers: TensorDict,
+    x_train: Tensor,
+    y_train: Tensor,
+    cfg: TrainConfig,
+    seeds: list[MemberSeeds],
+    start_step: int = 0,
+    member_optimizer_states: list[TensorDict] | None = None,
+    on_checkpoint: Callable[[TrainState], None] | None = None,
+    on_epoch: Callable[[int, dict[str, Tensor], TrainState], None] | None = None,
+    stop_step: int | None = None,
+) -> TrainState:
+    """Train the stacked population from `start_step` to the end of `cfg.duration`.
+
+    x_train, y_train live on the training device; each step gathers one batch per member
+    ([K, B, ...]) from them. `on_checkpoint` is called at every step listed in
+    `cfg.checkpoint_steps` (before that step's update; step 0 is the initialisation) and
+    `on_epoch` after every full epoch with the members' mean training loss and error [K].
+    `stop_step` ends training early (e.g. a trunk trained only to step k).
+    """
+    k, n = size(params), x_train.shape[0]
+    if len(seeds) != k:
+        raise ValueError(f"{len(seeds)} seed triples for a population of {k}")
+    spe = n // cfg.batch_size
+    if spe == 0:
+        raise ValueError(f"train.batch_size {cfg.batch_size} exceeds the {n} training examples")
+    total = iterations(cfg.duration, spe)
+    end = total if stop_step is None else min(stop_step, total)
+    checkpoints = {iterations(s, spe) for s in cfg.checkpoint_steps}
+    schedule = lr_factor(cfg.schedule, total, iterations(cfg.warmup, spe), tuple(iterations(m, spe) for m in cfg.milestones), cfg.gamma)
+    augment = AUGMENTATIONS[cfg.augment]
+
+    leaves = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
+    optimizer = make_optimizer(cfg, list(leaves.values()))
+    if member_optimizer_states is not None:
+        optimizer.load_state_dict(stacked_optimizer_state(optimizer, list(leaves), member_optimizer_states))
+    state = TrainState(leaves, buffers, optimizer, start_step, spe, total)
+
+    sums = torch.zeros(2, k, dtype=torch.float64, device=x_train.device)
+    orders: dict[int, Tensor] = {}
+    model.train()
+    steps = tqdm(range(start_step, end), desc="train", unit="it", disable=not sys.stderr.isatty(), leave=False)
+    for step in steps:
+        state.step = step
+        if step in checkpoints and on_checkpoint is not None:
+            on_checkpoint(state)
+        epoch, j = divmod(step, spe)
+        if epoch not in orders:
+            orders = {epoch: torch.stack([epoch_order(n, s.data, epoch) for s in seeds]).to(x_train.device)}
+        idx = orders[epoch][:, j * cfg.batch_size : (j + 1) * cfg.batch_size]  # [K, B]
+        xb, yb = x_train[idx], y_train[idx]
+        if augment is not None:
+            xb = torch.stack([augment(xb[m], seeds[m].augment, step) for m in range(k)])
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * schedule(step)
+        logits = forward(model, leaves, buffers, xb, shared_input=False)  # [K, B, C]
+        ce = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(k, -1)
+        optimizer.zero_grad(set_to_none=True)
+        ce.mean(1).sum().backward()
+        optimizer.step()
+        with torch.no_grad():
+            sums[0] += ce.mean(1).double()
+            sums[1] += (logits.argmax(-1) != yb).double().mean(1)
+        if (step + 1) % spe == 0:
+            state.step = step + 1
+            if on_epoch is not None:
+                on_epoch(epoch + 1, {"train_loss": sums[0] / spe, "train_error": sums[1] / spe}, state)
+            sums.zero_()
+    state.step = end
+    if end in checkpoints and on_checkpoint is not None:
+        on_checkpoint(state)
+    model.eval()
+    return state

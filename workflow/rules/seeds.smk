@@ -1,0 +1,83 @@
+# Seeds family: independently trained networks, the linear path between every pair, the barrier
+# report. Seeds are trained `seeds.population` at a time as one batched population per job.
+SEEDS = CFG.seeds.seeds
+POPULATIONS = [SEEDS[i : i + CFG.seeds.population] for i in range(0, len(SEEDS), CFG.seeds.population)]
+POPULATION_OF = {seed: i for i, members in enumerate(POPULATIONS) for seed in members}
+SEED_PAIRS = [(a, b) for i, a in enumerate(SEEDS) for b in SEEDS[i + 1 :]]
+SEEDS_REPORT = [
+    f"reports/seeds/{name}"
+    for name in ("barriers.csv", "barriers.md", "interpolation.csv", "interpolation.png", "metrics.json")
+]
+
+
+def population_dir(seed):
+    return f"results/seeds/population{POPULATION_OF[int(seed)]}"
+
+
+rule seeds:
+    input:
+        SEEDS_REPORT,
+
+
+rule train_seeds:
+    input:
+        data=DATA_FILE,
+    output:
+        directory("results/seeds/population{population}"),
+    wildcard_constraints:
+        population=r"\d+",
+    params:
+        cfg=params_json(data=True, model=True, train=True, evaluation=True),
+        seeds=lambda w: " ".join(map(str, POPULATIONS[int(w.population)])),
+        code=code("core", "models.py", "data.py", "train.py", "schedules.py", "checkpoint.py", "stages", "tracking.py"),
+    threads: 2
+    resources:
+        gpu=GPU,
+    log:
+        "logs/seeds/train_population{population}.log",
+    shell:
+        "modeconn train-seeds --params {params.cfg:q} --seeds {params.seeds} --data {input.data:q}"
+        " --out-dir {output:q} --threads {threads} {RUN} --rule {rule} --wildcards population={wildcards.population}"
+        " > {log:q} 2>&1"
+
+
+rule interpolate_seeds:
+    input:
+        data=DATA_FILE,
+        a=lambda w: population_dir(w.a),
+        b=lambda w: population_dir(w.b),
+    output:
+        "results/seeds/pairs/seed{a}-seed{b}.csv",
+    wildcard_constraints:
+        a=r"\d+",
+        b=r"\d+",
+    params:
+        cfg=params_json(data=True, model=True, evaluation=True, seeds={"interpolation_points": CFG.seeds.interpolation_points}),
+        code=code("core", "models.py", "data.py", "checkpoint.py", "stages", "tracking.py"),
+    threads: 1
+    resources:
+        gpu=GPU,
+    log:
+        "logs/seeds/interpolate_seed{a}-seed{b}.log",
+    shell:
+        "modeconn interpolate --params {params.cfg:q} --data {input.data:q}"
+        " --a {input.a:q}/seed{wildcards.a}.safetensors --b {input.b:q}/seed{wildcards.b}.safetensors"
+        " --out {output:q} --threads {threads} {RUN} --rule {rule} --wildcards a={wildcards.a},b={wildcards.b}"
+        " > {log:q} 2>&1"
+
+
+rule report_seeds:
+    input:
+        [f"results/seeds/pairs/seed{a}-seed{b}.csv" for a, b in SEED_PAIRS],
+    output:
+        table=report("reports/seeds/barriers.csv", caption="../report/seeds_barriers.rst", category="Seeds", labels={"what": "barrier table"}),
+        markdown="reports/seeds/barriers.md",
+        points="reports/seeds/interpolation.csv",
+        figure=report("reports/seeds/interpolation.png", caption="../report/seeds_interpolation.rst", category="Seeds", labels={"what": "interpolation figure"}),
+        metrics="reports/seeds/metrics.json",
+    params:
+        code=code("report", "core/barrier.py", "io.py"),
+    log:
+        "logs/seeds/report.log",
+    shell:
+        "modeconn report-seeds --params '{{}}' --out-dir reports/seeds {input:q} > {log:q} 2>&1"
