@@ -31,8 +31,6 @@ import numpy as np
 import safetensors
 import safetensors.torch
 import torch
-from torchvision import datasets as tvd
-from torchvision.datasets.utils import check_integrity, extract_archive
 
 from modeconn.config import DataConfig
 from modeconn.io import atomic_path
@@ -191,12 +189,20 @@ class TorchvisionSource:
     `<root>/<base_folder>/` (or the tarball `<root>/<filename>`).
     """
 
-    cls: type
+    class_name: str  # in torchvision.datasets; resolved lazily, since importing torchvision takes seconds
     num_classes: int
 
     @property
+    def cls(self) -> type:
+        from torchvision import datasets
+
+        return getattr(datasets, self.class_name)
+
+    @property
     def idx_style(self) -> bool:
-        return issubclass(self.cls, tvd.MNIST)
+        from torchvision import datasets
+
+        return issubclass(self.cls, datasets.MNIST)
 
     def expected(self, root: Path) -> list[str]:
         """The files (or alternatives) torchvision reads from `root`."""
@@ -216,6 +222,8 @@ class TorchvisionSource:
         That root is `root` itself when the files are there uncompressed, else `scratch` after
         extracting md5-verified archives into it; (None, problems) when files are missing.
         """
+        from torchvision.datasets.utils import check_integrity, extract_archive
+
         if self.idx_style:
             raw = root / self.cls.__name__ / "raw"
             plain = [raw / Path(gz).stem for gz, _ in self.cls.resources]
@@ -263,10 +271,10 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 TORCHVISION: dict[str, TorchvisionSource] = {
-    "mnist": TorchvisionSource(tvd.MNIST, 10),
-    "fashion_mnist": TorchvisionSource(tvd.FashionMNIST, 10),
-    "cifar10": TorchvisionSource(tvd.CIFAR10, 10),
-    "cifar100": TorchvisionSource(tvd.CIFAR100, 100),
+    "mnist": TorchvisionSource("MNIST", 10),
+    "fashion_mnist": TorchvisionSource("FashionMNIST", 10),
+    "cifar10": TorchvisionSource("CIFAR10", 10),
+    "cifar100": TorchvisionSource("CIFAR100", 100),
 }
 
 
@@ -296,7 +304,7 @@ def _build_torchvision(name: str, cfg: DataConfig) -> RawData:
             x = torch.as_tensor(np.asarray(ds.data))
             x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # CIFAR data is NHWC
             tensors += [x.contiguous(), torch.as_tensor(ds.targets, dtype=torch.int64).clone()]
-    source = {"name": name, "torchvision": spec.cls.__name__}
+    source = {"name": name, "torchvision": spec.class_name}
     return _raw(name, *tensors, spec.num_classes, 255.0, source)
 
 
@@ -308,7 +316,7 @@ def _torchvision_builder(name: str) -> Callable[[DataConfig], RawData]:
         return _build_torchvision(name, cfg)
 
     build.__name__ = f"build_{name}"
-    build.__doc__ = f"{TORCHVISION[name].cls.__name__} via torchvision; x uint8 [N, C, H, W]."
+    build.__doc__ = f"{TORCHVISION[name].class_name} via torchvision; x uint8 [N, C, H, W]."
     return build
 
 
