@@ -11,6 +11,7 @@ configfile: "params.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
 include: "workflow/rules/seeds.smk"
 
 
@@ -19,7 +20,7 @@ report: "workflow/report/workflow.rst"
 
 onstart:
     # The MLflow store must exist before jobs fan out: parallel first-time creation corrupts it.
-    shell("modeconn init-tracking --params {TRACKING_PARAMS:q}")
+    shell("modeconn init-tracking --params {params:q}", params=params_json())
 
 
 rule all:

@@ -181,7 +181,11 @@ def bench_path(setup: Setup, device: torch.device) -> dict:
     one_params, one_buffers = P.select(anchors, slice(0, 1)), P.select(anchor_buffers, slice(0, 1))
     one = median_time(lambda: population.evaluate(model, one_params, one_buffers, x, y, batch), setup.repeats, device)
     many = median_time(lambda: population.evaluate(model, path_params, path_buffers, x, y, batch), setup.repeats, device)
-    return dict(one=one, many=many, combine=combine_s, batch=batch)
+    # Reference: the same call with member_chunk=1, i.e. the points evaluated one after another.
+    one_by_one = median_time(
+        lambda: population.evaluate(model, path_params, path_buffers, x, y, batch, member_chunk=1), setup.repeats, device
+    )
+    return dict(one=one, many=many, one_by_one=one_by_one, combine=combine_s, batch=batch)
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -251,14 +255,17 @@ def main(argv=None) -> None:
         print(f"\nPath evaluation (population.evaluate, {setup.eval_examples} examples, batch {res['batch']}, "
               f"median of {setup.repeats}); building the {setup.points}-point path with combine: "
               f"{res['combine'] * 1e3:.1f} ms")
+        cases = [("1 model", 1, res["one"]),
+                 (f"{setup.points}-point path, batched", setup.points, res["many"]),
+                 (f"{setup.points}-point path, member_chunk=1", setup.points, res["one_by_one"])]
         print(table(
-            ["evaluate", "wall ms", "ms/point", "points*examples/s"],
-            [["1 model", f"{res['one'] * 1e3:.1f}", f"{res['one'] * 1e3:.1f}", f"{setup.eval_examples / res['one']:,.0f}"],
-             [f"{setup.points}-point path", f"{res['many'] * 1e3:.1f}", f"{res['many'] * 1e3 / setup.points:.1f}",
-              f"{setup.points * setup.eval_examples / res['many']:,.0f}"]],
+            ["evaluate", "wall ms", "ms/point", "points*examples/s", "cost / 1 model"],
+            [[name, f"{t * 1e3:.1f}", f"{t * 1e3 / pts:.1f}", f"{pts * setup.eval_examples / t:,.0f}", f"{t / res['one']:.2f}"]
+             for name, pts, t in cases],
         ))
         print(f"ratio ({setup.points}-point cost / 1-model cost): {res['many'] / res['one']:.2f} "
-              f"(evaluating the points one by one would be ~{setup.points})")
+              f"(no gain from batching would be ~{setup.points}; one point at a time measured "
+              f"{res['one_by_one'] / res['one']:.2f})")
 
     load = f", load avg {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
     print(f"\ntotal {time.perf_counter() - began:.0f} s{load}")

@@ -8,7 +8,6 @@ dataclasses that are passed down explicitly. Nothing else in the package reads p
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -45,13 +44,14 @@ def _copy(value):
     return yaml.safe_load(yaml.safe_dump(value))
 
 
-def _key(error: jsonschema.ValidationError) -> str:
+def _keys(error: jsonschema.ValidationError) -> list[str]:
+    """One line per offending dotted key."""
     path = ".".join(str(p) for p in error.absolute_path)
-    if error.validator == "additionalProperties":
-        extra = re.findall(r"'([^']+)' (?:was|were) unexpected", error.message)
-        names = extra[0] if extra else error.message
-        return f"{path + '.' if path else ''}{names}: unknown key"
-    return f"{path or '<top level>'}: {error.message}"
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = set(error.schema.get("properties", {}))
+        prefix = path + "." if path else ""
+        return [f"{prefix}{name}: unknown key" for name in sorted(set(error.instance) - known)]
+    return [f"{path or '<top level>'}: {error.message}"]
 
 
 def validate(raw: dict | None, source: str = "params") -> dict:
@@ -62,7 +62,7 @@ def validate(raw: dict | None, source: str = "params") -> dict:
     validator = _defaults_filling_validator()(schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = "\n  ".join(_key(e) for e in errors)
+        lines = "\n  ".join(line for e in errors for line in _keys(e))
         raise ConfigError(f"{source}: invalid configuration\n  {lines}")
     return data
 

@@ -57,7 +57,8 @@ def init_population(build: Callable[[], nn.Module], init_seeds: list[int]) -> tu
     """
     states, model = [], None
     for seed in init_seeds:
-        with torch.random.fork_rng(devices=[]):
+        # Fork every CUDA device too: torch.manual_seed also reseeds them.
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
             torch.manual_seed(seed)
             model = build()
         states.append(module_state(model))
@@ -177,6 +178,7 @@ def train_population(
     optimizer = make_optimizer(cfg, list(leaves.values()))
     if member_optimizer_states is not None:
         optimizer.load_state_dict(stacked_optimizer_state(optimizer, list(leaves), member_optimizer_states))
+    buffers = {name: b.clone() for name, b in buffers.items()}  # BN updates them in place
     state = TrainState(leaves, buffers, optimizer, start_step, spe, total)
 
     sums = torch.zeros(2, k, dtype=torch.float64, device=x_train.device)

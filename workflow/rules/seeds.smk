@@ -10,10 +10,6 @@ SEEDS_REPORT = [
 ]
 
 
-def population_dir(seed):
-    return f"results/seeds/population{POPULATION_OF[int(seed)]}"
-
-
 rule seeds:
     input:
         SEEDS_REPORT,
@@ -30,6 +26,8 @@ rule train_seeds:
         cfg=params_json(data=True, model=True, train=True, evaluation=True),
         seeds=lambda w: " ".join(map(str, POPULATIONS[int(w.population)])),
         code=code("core", "models.py", "data.py", "train.py", "schedules.py", "checkpoint.py", "stages", "tracking.py"),
+    conda:
+        ENV
     threads: 2
     resources:
         gpu=GPU,
@@ -37,15 +35,15 @@ rule train_seeds:
         "logs/seeds/train_population{population}.log",
     shell:
         "modeconn train-seeds --params {params.cfg:q} --seeds {params.seeds} --data {input.data:q}"
-        " --out-dir {output:q} --threads {threads} {RUN} --rule {rule} --wildcards population={wildcards.population}"
+        " --out-dir {output:q} --threads {threads} --rule train_seeds --wildcards population={wildcards.population}"
         " > {log:q} 2>&1"
 
 
 rule interpolate_seeds:
     input:
         data=DATA_FILE,
-        a=lambda w: population_dir(w.a),
-        b=lambda w: population_dir(w.b),
+        a=lambda w: f"results/seeds/population{POPULATION_OF[int(w.a)]}",
+        b=lambda w: f"results/seeds/population{POPULATION_OF[int(w.b)]}",
     output:
         "results/seeds/pairs/seed{a}-seed{b}.csv",
     wildcard_constraints:
@@ -54,6 +52,8 @@ rule interpolate_seeds:
     params:
         cfg=params_json(data=True, model=True, evaluation=True, seeds={"interpolation_points": CFG.seeds.interpolation_points}),
         code=code("core", "models.py", "data.py", "checkpoint.py", "stages", "tracking.py"),
+    conda:
+        ENV
     threads: 1
     resources:
         gpu=GPU,
@@ -62,7 +62,7 @@ rule interpolate_seeds:
     shell:
         "modeconn interpolate --params {params.cfg:q} --data {input.data:q}"
         " --a {input.a:q}/seed{wildcards.a}.safetensors --b {input.b:q}/seed{wildcards.b}.safetensors"
-        " --out {output:q} --threads {threads} {RUN} --rule {rule} --wildcards a={wildcards.a},b={wildcards.b}"
+        " --out {output:q} --threads {threads} --rule interpolate_seeds --wildcards a={wildcards.a},b={wildcards.b}"
         " > {log:q} 2>&1"
 
 
@@ -76,8 +76,11 @@ rule report_seeds:
         figure=report("reports/seeds/interpolation.png", caption="../report/seeds_interpolation.rst", category="Seeds", labels={"what": "interpolation figure"}),
         metrics="reports/seeds/metrics.json",
     params:
+        cfg=params_json(),
         code=code("report", "core/barrier.py", "io.py"),
+    conda:
+        ENV
     log:
         "logs/seeds/report.log",
     shell:
-        "modeconn report-seeds --params '{{}}' --out-dir reports/seeds {input:q} > {log:q} 2>&1"
+        "modeconn report-seeds --params {params.cfg:q} --out-dir reports/seeds --rule report_seeds {input:q} > {log:q} 2>&1"

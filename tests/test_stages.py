@@ -1,0 +1,124 @@
+"""Stages through the command line, in temporary directories, tracking off: data → train → paths → report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from modeconn import checkpoint
+from modeconn.cli import main
+from modeconn.config import Config
+from modeconn.core.population import evaluate
+from modeconn.data import load_dataset
+from modeconn.models import build_model
+
+PARAMS = {
+    "data": {"name": "mnist1d", "num_samples": 500},
+    "model": {"name": "mlp", "depth": 1, "width": 16},
+    "train": {"duration": "2ep", "batch_size": 50, "checkpoint_steps": ["0it", "4it"]},
+    "seeds": {"interpolation_points": 5},
+    "tracking": {"enabled": False},
+}
+
+
+def run(*args: str, params: dict = PARAMS) -> int:
+    return main([*args, "--params", json.dumps(params), "--threads", "1", "--device", "cpu"])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("stages")
+    assert run("prepare-data", "--out", str(tmp / "data.safetensors")) == 0
+    assert run("train-seeds", "--seeds", "0", "1", "--data", str(tmp / "data.safetensors"), "--out-dir", str(tmp / "pop")) == 0
+    return tmp
+
+
+def test_checkpoints_describe_themselves(trained):
+    meta = checkpoint.read_meta(trained / "pop/seed1.safetensors")
+    assert meta["seed"] == 1 and meta["seeds"] == {"init": 1, "data": 1, "augment": 1}
+    assert meta["step"] == meta["total_steps"] == 2 * meta["steps_per_epoch"]
+    assert meta["config"]["train"]["duration"] == "2ep" and meta["config"]["model"]["width"] == 16
+    assert set(meta["code"]) == {"package", "git_commit", "source_sha256"}
+    early = checkpoint.load(trained / "pop/seed0.step4.safetensors")
+    assert early.meta["step"] == 4 and early.optimizer  # optimizer state travels with step checkpoints
+    assert (trained / "pop/seed0.step0.safetensors").exists()
+
+
+def test_interpolation_endpoints_are_the_trained_networks(trained):
+    out = trained / "pair.csv"
+    assert run("interpolate", "--data", str(trained / "data.safetensors"), "--a", str(trained / "pop/seed0.safetensors"),
+               "--b", str(trained / "pop/seed1.safetensors"), "--out", str(out)) == 0
+    table = pd.read_csv(out)
+    assert len(table) == 2 * 5 and set(table.split) == {"train", "test"}
+    assert not table.bn_reset.any()
+    data = load_dataset(trained / "data.safetensors")
+    cfg = Config.from_dict(PARAMS)
+    model = build_model(cfg.model, data.input_shape, data.num_classes)
+    for seed, alpha in ((0, 0.0), (1, 1.0)):
+        ck = checkpoint.load(trained / f"pop/seed{seed}.safetensors")
+        stacked = {k: v[None] for k, v in ck.params.items()}
+        direct = evaluate(model, stacked, {k: v[None] for k, v in ck.buffers.items()}, data.x_test, data.y_test)
+        row = table[(table.split == "test") & (table.alpha == alpha)].iloc[0]
+        assert row.error == pytest.approx(direct["error"].item())
+        assert row.loss == pytest.approx(direct["loss"].item(), rel=1e-5)
+
+
+def test_linear_path_between_identical_networks_has_zero_barrier(trained):
+    out = trained / "self.csv"
+    seed0 = str(trained / "pop/seed0.safetensors")
+    assert run("interpolate", "--data", str(trained / "data.safetensors"), "--a", seed0, "--b", seed0, "--out", str(out)) == 0
+    assert run("report-seeds", "--out-dir", str(trained / "self_report"), str(out)) == 0
+    metrics = json.loads((trained / "self_report/metrics.json").read_text())
+    for split in ("train", "test"):
+        assert metrics["barrier"][split]["error"]["mean"] == pytest.approx(0.0, abs=1e-12)
+        assert metrics["barrier"][split]["loss"]["mean"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_report_over_pairs(trained):
+    csv = trained / "pair.csv"
+    if not csv.exists():
+        pytest.skip("needs test_interpolation_endpoints_are_the_trained_networks")
+    out = trained / "report"
+    assert run("report-seeds", "--out-dir", str(out), str(csv)) == 0
+    for name in ("barriers.csv", "barriers.md", "interpolation.csv", "interpolation.png", "metrics.json"):
+        assert (out / name).stat().st_size > 0
+    pairs = pd.read_csv(out / "barriers.csv")
+    assert set(pairs.metric) == {"loss", "error"} and (pairs.barrier >= 0).all()
+
+
+def test_damaged_checkpoint_fails_cleanly_and_writes_nothing(trained, capsys):
+    bad = trained / "bad.safetensors"
+    bad.write_bytes((trained / "pop/seed0.safetensors").read_bytes()[:1000])
+    out = trained / "never.csv"
+    code = run("interpolate", "--data", str(trained / "data.safetensors"), "--a", str(bad),
+               "--b", str(trained / "pop/seed1.safetensors"), "--out", str(out))
+    assert code == 1
+    assert str(bad) in capsys.readouterr().err
+    assert not out.exists() and not list(trained.glob(".never.csv*"))
+
+
+def test_bad_params_name_the_key(capsys):
+    assert run("validate", params={"train": {"lr": "fast"}}) == 2
+    assert "train.lr" in capsys.readouterr().err
+
+
+def test_console_entry_point_help():
+    bin_dir = Path(sys.executable).parent
+    out = subprocess.run([str(bin_dir / "modeconn"), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    for command in ("train-seeds", "interpolate", "report-seeds", "prepare-data", "init-tracking"):
+        assert command in out.stdout
+
+
+def test_training_stage_is_deterministic(tmp_path, trained):
+    assert run("train-seeds", "--seeds", "1", "--data", str(trained / "data.safetensors"), "--out-dir", str(tmp_path)) == 0
+    alone = checkpoint.load(tmp_path / "seed1.safetensors").params
+    together = checkpoint.load(trained / "pop/seed1.safetensors").params
+    for name in alone:
+        torch.testing.assert_close(alone[name], together[name], atol=1e-5, rtol=1e-4)

@@ -1,0 +1,119 @@
+"""End-to-end: the Snakemake workflow on the smoke preset, as a user runs it.
+
+The repository's workflow files are copied into a temporary directory and `snakemake` runs there
+with `--configfile config/smoke.yaml` and 2 cores (so jobs run in parallel and write to MLflow
+concurrently). The module-scoped run is shared by the tests below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_FILES = ["Snakefile", "params.yaml", "workflow", "config", "profiles"]
+REPORT_FILES = ["barriers.csv", "barriers.md", "interpolation.csv", "interpolation.png", "metrics.json"]
+
+
+def snakemake(work: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    cmd = [sys.executable, "-m", "snakemake", *args]
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("workflow")
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / name)
+    snakemake(work, "--configfile", "config/smoke.yaml", "--cores", "2")
+    return work
+
+
+def test_reports_are_written(work):
+    for name in REPORT_FILES:
+        assert (work / "reports/seeds" / name).stat().st_size > 0, name
+    metrics = json.loads((work / "reports/seeds/metrics.json").read_text())
+    assert metrics["pairs"] == 3 and metrics["points"] == 5
+    for split in ("train", "test"):
+        for metric in ("loss", "error"):
+            assert metrics["barrier"][split][metric]["mean"] >= 0.0
+    markdown = (work / "reports/seeds/barriers.md").read_text()
+    assert "5 evenly spaced alphas" in markdown and "±" in markdown
+
+
+def test_checkpoints_per_seed_and_step(work):
+    names = sorted(p.name for p in (work / "results/seeds").glob("population*/*.safetensors"))
+    # 3 seeds (population 2 → two jobs), final + steps 0 and 1 epoch (480 train examples / 64 = 7 steps) each.
+    assert len(names) == 9
+    assert {"seed0.safetensors", "seed1.step0.safetensors", "seed2.step7.safetensors"} <= set(names)
+
+
+def test_mlflow_records_every_job(work):
+    db = sqlite3.connect(work / "mlflow.db")
+    runs = dict(db.execute("select run_uuid, name from runs where status = 'FINISHED'").fetchall())
+    names = sorted(runs.values())
+    assert names.count("seed0") == names.count("seed1") == names.count("seed2") == 1
+    assert sum(n.startswith("train seeds") for n in names) == 2
+    assert sum(n.startswith("interpolate") for n in names) == 3
+    tags = db.execute("select key, value from tags").fetchall()
+    assert ("rule", "train_seeds") in tags and ("rule", "interpolate_seeds") in tags
+    assert any(k == "wildcards" and v == "a=0,b=1" for k, v in tags)
+    assert any(k == "git_commit" for k, _ in tags)
+    params = {k for (k,) in db.execute("select key from params")}
+    assert {"train.lr", "model.width", "data.name", "evaluation.batch_size"} <= params
+    # Metrics per epoch for each seed (3 epochs in the smoke preset).
+    seed0 = next(r for r, n in runs.items() if n == "seed0")
+    steps = db.execute("select step from metrics where run_uuid = ? and key = 'test_error'", (seed0,)).fetchall()
+    assert sorted(s for (s,) in steps) == [1, 2, 3]
+
+
+def test_second_run_has_nothing_to_do(work):
+    out = snakemake(work, "--configfile", "config/smoke.yaml", "-n")
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_param_change_reruns_only_what_it_touches(work):
+    (work / "more_points.yaml").write_text("seeds:\n  interpolation_points: 7\n")
+    out = snakemake(work, "--configfile", "config/smoke.yaml", "more_points.yaml", "-n")
+    text = out.stdout + out.stderr
+    assert "interpolate_seeds" in text and "report_seeds" in text
+    assert "train_seeds" not in text and "prepare_data" not in text
+
+
+def test_html_report_contains_figure_and_table(work):
+    snakemake(work, "--configfile", "config/smoke.yaml", "--report", "report.html")
+    html = (work / "report.html").read_text(errors="replace")
+    assert "interpolation.png" in html and "barriers.csv" in html
+
+
+def test_lint_is_clean(work):
+    out = snakemake(work, "--lint", check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Lints for" not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    "bad, key",
+    [("train:\n  lr: -1\n", "train.lr"), ("train:\n  learning_rate: 0.1\n", "train.learning_rate"), ("sedes:\n  count: 2\n", "sedes")],
+)
+def test_bad_config_stops_before_any_job(tmp_path, bad, key):
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp_path / name)
+    (tmp_path / "bad.yaml").write_text(bad)
+    out = snakemake(tmp_path, "--configfile", "bad.yaml", "-n", check=False)
+    assert out.returncode != 0
+    assert key in out.stdout + out.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "results").exists()

@@ -1,0 +1,20 @@
+# Data: each dataset built once into one safetensors file that every job reads.
+
+
+rule data:
+    input:
+        DATA_FILE,
+
+
+rule prepare_data:
+    output:
+        "data/prepared/{dataset}.safetensors",
+    params:
+        cfg=params_json(data=True),
+        code=code("data.py", "io.py"),
+    conda:
+        ENV
+    log:
+        "logs/prepare_data/{dataset}.log",
+    shell:
+        "modeconn prepare-data --params {params.cfg:q} --out {output:q} --rule prepare_data > {log:q} 2>&1"
