@@ -14,9 +14,10 @@ What is measured (all through modeconn's public functions, nothing re-implemente
 2. Path-evaluation cost of `modeconn.core.population.evaluate`: a 25-point linear path between two
    networks (`core.paths.alphas` + `core.paths.linear_coefficients` + `core.params.combine`)
    against a single network, on an evaluation split of --eval-examples examples (default 10,000),
-   with the default evaluation batch size. Reported: wall time (median of --repeats calls after one
-   untimed call), time per point, and the ratio (25-point cost / 1-model cost); 25 would mean no
-   gain from batching the points.
+   with the default evaluation batch size (2000). Reported: wall time (median of --repeats calls
+   after one untimed call), time per point, and the ratio (25-point cost / 1-model cost); 25 would
+   mean no gain from batching the points. For reference the same 25 points are also evaluated with
+   `member_chunk=1` (one point at a time, same function).
 
 Data are synthetic random tensors of the real shapes (timing does not depend on the values):
 MNIST-1D-shaped [N, 1, 40] with 10 classes for the default MLP (depth 2, width 256), or
@@ -199,8 +200,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto = cuda if available (default)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--model", choices=sorted(DEFAULTS), default="mlp", help="mlp (depth 2, width 256; default) or resnet20")
-    p.add_argument("--quick", action="store_true", help="fewer iterations (and K up to 8 on a CPU): under ~1 min on 2 CPU cores")
-    p.add_argument("--ks", type=int, nargs="+", help="population sizes trained as one population (default: 8 32; --quick on CPU: 8)")
+    p.add_argument("--quick", action="store_true", help="fewer iterations and examples: under ~1 min on 2 CPU cores (mlp)")
+    p.add_argument("--ks", type=int, nargs="+", help="population sizes trained as one population (default: 8 32; e.g. --ks 8 on a slow CPU)")
     p.add_argument("--iters", type=int, help="timed training iterations per run")
     p.add_argument("--warmup", type=int, help="untimed training iterations before the timed ones")
     p.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
@@ -218,7 +219,7 @@ def main(argv=None) -> None:
     began = time.perf_counter()
     device = Job(device=args.device, threads=args.threads).setup()
     shape, n_train, n_eval, iters, warmup = (QUICK if args.quick else DEFAULTS)[args.model]
-    ks = args.ks or ([8] if args.quick and device.type == "cpu" else [8, 32])
+    ks = args.ks or [8, 32]
     setup = Setup(
         model=ModelConfig(name=args.model),  # mlp: depth 2, width 256; resnet20: width x1, no norm
         input_shape=shape,

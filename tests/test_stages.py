@@ -122,3 +122,12 @@ def test_training_stage_is_deterministic(tmp_path, trained):
     together = checkpoint.load(trained / "pop/seed1.safetensors").params
     for name in alone:
         torch.testing.assert_close(alone[name], together[name], atol=1e-5, rtol=1e-4)
+
+
+def test_checkpoint_of_another_architecture_is_refused(trained, capsys):
+    wider = {**PARAMS, "model": {"name": "mlp", "depth": 1, "width": 32}}
+    code = run("interpolate", "--data", str(trained / "data.safetensors"), "--a", str(trained / "pop/seed0.safetensors"),
+               "--b", str(trained / "pop/seed1.safetensors"), "--out", str(trained / "wrong.csv"), params=wider)
+    assert code == 1
+    assert "configured model" in capsys.readouterr().err
+    assert not (trained / "wrong.csv").exists()

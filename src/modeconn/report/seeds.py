@@ -36,7 +36,7 @@ def read_paths(csvs: list[Path]) -> pd.DataFrame:
 def per_pair(table: pd.DataFrame) -> pd.DataFrame:
     """One row per (pair, split, metric): barrier, endpoint mean, peak value and where it lies."""
     rows = []
-    for (pair, split, ), group in table.groupby(["pair", "split"], sort=True):
+    for (pair, split), group in table.groupby(["pair", "split"], sort=True):
         group = group.sort_values("alpha")
         alpha = torch.tensor(group["alpha"].to_numpy())
         for metric in METRICS:

@@ -99,6 +99,12 @@ def train(cfg: Config, seeds: list[int], data_path: Path, out_dir: Path, job: Jo
     return [out_dir / checkpoint_name(s) for s in seeds]
 
 
+def _check_model(cfg: Config, ckpt: checkpoint.Checkpoint, path: Path) -> None:
+    made_with = ckpt.meta.get("config", {}).get("model")
+    if made_with is not None and made_with != cfg.to_dict()["model"]:
+        raise ValueError(f"{path}: checkpoint was made with model {made_with}, but the configured model is {cfg.to_dict()['model']}")
+
+
 def interpolate(cfg: Config, data_path: Path, path_a: Path, path_b: Path, out_csv: Path, points: int, job: Job) -> pd.DataFrame:
     """Loss and error along θ(α) = (1−α)θ_A + αθ_B at `points` α, train and test, as one population.
 
@@ -106,47 +112,45 @@ def interpolate(cfg: Config, data_path: Path, path_a: Path, path_b: Path, out_cs
     `bn_reset` column).
     """
     device = job.setup()
-    data = data_on(data_path, device)
-    a, b = checkpoint.load(path_a, device), checkpoint.load(path_b, device)
-    checkpoint.same_architecture(a, b)
-    model = skeleton(cfg, data, device)
-    alpha = alphas(points)
-    coeffs = linear_coefficients(alpha)
-    params = combine(coeffs, stack([a.params, b.params]))
-    buffers = combine(coeffs, stack([a.buffers, b.buffers]))
-    bn = has_batchnorm(model)
-    if bn:
-        buffers = recompute_bn(model, params, buffers, bn_batches(data, cfg.evaluation), cfg.evaluation.member_chunk)
-    seed_a, seed_b = a.meta.get("seed"), b.meta.get("seed")
-    frames = []
-    for name in ("train", "test"):
-        x, y = split(data, name, cfg.evaluation.max_examples)
-        res = evaluate(model, params, buffers, x, y, cfg.evaluation.batch_size, cfg.evaluation.member_chunk)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "seed_a": seed_a,
-                    "seed_b": seed_b,
-                    "alpha": alpha.numpy(),
-                    "split": name,
-                    "loss": res["loss"].cpu().numpy(),
-                    "error": res["error"].cpu().numpy(),
-                    "bn_reset": bn,
-                    "examples": x.shape[0],
-                }
+    params_logged = {**params_of(cfg, "evaluation"), "seeds.interpolation_points": points, "checkpoint_a": str(path_a), "checkpoint_b": str(path_b)}
+    with tracking.job(cfg.tracking, f"interpolate {path_a.stem}-{path_b.stem}", params_logged, job.tags(family="seeds")) as run:
+        data = data_on(data_path, device)
+        a, b = checkpoint.load(path_a, device), checkpoint.load(path_b, device)
+        _check_model(cfg, a, path_a)
+        _check_model(cfg, b, path_b)
+        checkpoint.same_architecture(a, b)
+        model = skeleton(cfg, data, device)
+        alpha = alphas(points)
+        coeffs = linear_coefficients(alpha)
+        params = combine(coeffs, stack([a.params, b.params]))
+        buffers = combine(coeffs, stack([a.buffers, b.buffers]))
+        bn = has_batchnorm(model)
+        if bn:
+            buffers = recompute_bn(model, params, buffers, bn_batches(data, cfg.evaluation), cfg.evaluation.member_chunk)
+        frames = []
+        for name in ("train", "test"):
+            x, y = split(data, name, cfg.evaluation.max_examples)
+            res = evaluate(model, params, buffers, x, y, cfg.evaluation.batch_size, cfg.evaluation.member_chunk)
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "seed_a": a.meta.get("seed"),
+                        "seed_b": b.meta.get("seed"),
+                        "alpha": alpha.numpy(),
+                        "split": name,
+                        "loss": res["loss"].cpu().numpy(),
+                        "error": res["error"].cpu().numpy(),
+                        "bn_reset": bn,
+                        "examples": x.shape[0],
+                    }
+                )
             )
-        )
-    table = pd.concat(frames, ignore_index=True)
-    with tracking.job(
-        cfg.tracking,
-        f"interpolate seed{seed_a}-seed{seed_b}",
-        {**params_of(cfg, "evaluation"), "seeds.interpolation_points": points, "checkpoint_a": str(path_a), "checkpoint_b": str(path_b)},
-        job.tags(family="seeds", bn_reset=str(bn)),
-    ) as run:
+        table = pd.concat(frames, ignore_index=True)
+        run.params({"bn_reset": bn})
         for i in range(points):
-            rows = table[table.index % points == i]
+            rows = table[table.index % points == i]  # row i of each split
             run.metrics({f"{r.split}_{m}": getattr(r, m) for r in rows.itertuples() for m in ("loss", "error")}, step=i)
-        for (name, values) in table.groupby("split"):
+        for name, values in table.groupby("split"):
             run.metrics({f"{name}_{m}_barrier": barrier_math.barrier(torch.tensor(values[m].to_numpy())).item() for m in ("loss", "error")})
         with atomic_path(out_csv) as tmp:
             table.to_csv(tmp, index=False)
