@@ -72,7 +72,7 @@ class Setup:
 
 # Defaults per model: (input shape, training examples, evaluation examples, timed iterations, warm-up).
 DEFAULTS = {
-    "mlp": ((1, 40), 8000, 10_000, 200, 20),
+    "mlp": ((1, 40), 8000, 10_000, 500, 20),
     "resnet20": ((3, 32, 32), 5000, 10_000, 50, 5),
 }
 QUICK = {
@@ -208,7 +208,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-examples", type=int, help="synthetic training examples N")
     p.add_argument("--eval-examples", type=int, help="synthetic evaluation examples (default 10000)")
     p.add_argument("--points", type=int, default=25, help="points on the linear path (default 25)")
-    p.add_argument("--repeats", type=int, default=3, help="timed evaluate() calls; the median is reported (default 3)")
+    p.add_argument("--repeats", type=int, default=5, help="timed evaluate() calls; the median is reported (default 5)")
     p.add_argument("--skip-train", action="store_true", help="skip the training benchmark")
     p.add_argument("--skip-eval", action="store_true", help="skip the path-evaluation benchmark")
     return p.parse_args(argv)
@@ -217,7 +217,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     began = time.perf_counter()
-    device = Job(device=args.device, threads=args.threads).setup()
+    try:
+        device = Job(device=args.device, threads=args.threads).setup()
+    except RuntimeError as err:  # --device cuda without a GPU
+        raise SystemExit(f"bench_population: {err}") from None
     shape, n_train, n_eval, iters, warmup = (QUICK if args.quick else DEFAULTS)[args.model]
     ks = args.ks or [8, 32]
     setup = Setup(

@@ -131,3 +131,18 @@ def test_checkpoint_of_another_architecture_is_refused(trained, capsys):
     assert code == 1
     assert "configured model" in capsys.readouterr().err
     assert not (trained / "wrong.csv").exists()
+
+
+def test_batchnorm_paths_recompute_statistics_and_say_so(trained, tmp_path):
+    bn = {**PARAMS, "model": {"name": "mlp", "depth": 1, "width": 16, "norm": "bn"}}
+    data = str(trained / "data.safetensors")
+    assert run("train-seeds", "--seeds", "0", "1", "--data", data, "--out-dir", str(tmp_path), params=bn) == 0
+    ck = checkpoint.load(tmp_path / "seed0.safetensors")
+    assert "norms.0.running_mean" in ck.buffers and int(ck.buffers["norms.0.num_batches_tracked"]) > 0
+    out = tmp_path / "pair.csv"
+    assert run("interpolate", "--data", data, "--a", str(tmp_path / "seed0.safetensors"), "--b", str(tmp_path / "seed1.safetensors"),
+               "--out", str(out), params=bn) == 0
+    table = pd.read_csv(out)
+    assert table.bn_reset.all()
+    assert run("report-seeds", "--out-dir", str(tmp_path / "report"), str(out)) == 0
+    assert "recomputed on training batches" in (tmp_path / "report/barriers.md").read_text()
