@@ -71,6 +71,10 @@ def test_mlflow_records_every_job(work):
     assert ("rule", "train_seeds") in tags and ("rule", "interpolate_seeds") in tags
     assert any(k == "wildcards" and v == "a=0,b=1" for k, v in tags)
     assert any(k == "git_commit" for k, _ in tags)
+    seed_tags = dict(db.execute("select key, value from tags where run_uuid = (select run_uuid from runs where name = 'seed2')").fetchall())
+    assert seed_tags["rule"] == "train_seeds" and seed_tags["wildcards"] == "population=1" and "git_commit" in seed_tags
+    seed_params = dict(db.execute("select key, value from params where run_uuid = (select run_uuid from runs where name = 'seed2')").fetchall())
+    assert seed_params["seed"] == "2" and seed_params["train.duration"] == "3ep"
     params = {k for (k,) in db.execute("select key from params")}
     assert {"train.lr", "model.width", "data.name", "evaluation.batch_size"} <= params
     # Metrics per epoch for each seed (3 epochs in the smoke preset).

@@ -106,7 +106,7 @@ class Recorder:
         """A nested run (e.g. one member of a population) under this one; close it with `close`."""
         if not self.enabled:
             return self
-        tags = {"mlflow.parentRunId": self.run_id, **(tags or {})}
+        tags = {"mlflow.parentRunId": self.run_id, "git_commit": git_commit(), **(tags or {})}
         run = _retry(lambda: self._client.create_run(self._experiment_id, run_name=name, tags=tags))
         child = Recorder(self._client, run.info.run_id, self._experiment_id)
         child.params(params or {})

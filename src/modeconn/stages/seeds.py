@@ -65,8 +65,10 @@ def train(cfg: Config, seeds: list[int], data_path: Path, out_dir: Path, job: Jo
             )
             checkpoint.save(out_dir / checkpoint_name(seed, None if final else state.step), ckpt)
 
-    with tracking.job(cfg.tracking, f"train seeds {seeds}", params_of(cfg, *TRAIN_SECTIONS), job.tags(family="seeds")) as run:
-        children = [run.open_child(f"seed{s}", {"seed": s, "population": len(seeds)}, {"family": "seeds"}) for s in seeds]
+    logged, tags = params_of(cfg, *TRAIN_SECTIONS), job.tags(family="seeds")
+    with tracking.job(cfg.tracking, f"train seeds {seeds}", logged, tags) as run:
+        # One child run per network, with the job's params and tags, so each seed is found alone.
+        children = [run.open_child(f"seed{s}", {**logged, "seed": s, "population": len(seeds)}, tags) for s in seeds]
 
         def on_epoch(epoch: int, stats: dict, state: TrainState) -> None:
             test = evaluate(model, state.params, state.buffers, x_test, y_test, cfg.evaluation.batch_size, cfg.evaluation.member_chunk)
