@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .core.params import TensorDict
@@ -62,8 +62,6 @@ def read_meta(path: str | Path) -> dict:
 
 
 def _header(path: Path) -> dict:
-    from safetensors import safe_open
-
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:

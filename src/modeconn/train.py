@@ -109,16 +109,17 @@ class TrainState:
     total_steps: int
 
 
-def _optimizer_keys(state: TrainState) -> list[str]:
-    return list(state.params)
-
-
 def member_optimizer_state(state: TrainState, i: int) -> TensorDict:
-    """Member i's slice of the optimizer state, as flat {"<param>/<key>": tensor} (for checkpoints)."""
+    """Member i's slice of the optimizer state, as flat {"<param>/<key>": tensor} (for checkpoints).
+
+    The optimizer's parameters are the stacked tensors in `state.params` order (see
+    `train_population`), so index j of its state_dict is the j-th name.
+    """
     k = size(state.params)
+    per_param = state.optimizer.state_dict()["state"]
     out = {}
-    for idx, name in enumerate(_optimizer_keys(state)):
-        for key, value in state.optimizer.state_dict()["state"].get(idx, {}).items():
+    for idx, name in enumerate(state.params):
+        for key, value in per_param.get(idx, {}).items():
             if torch.is_tensor(value):
                 out[f"{name}/{key}"] = value[i].clone() if value.ndim and value.shape[0] == k else value.clone()
     return out
