@@ -151,14 +151,19 @@ VMAP_SHAPES = {"mlp": (1, 40), "lenet300_100": (1, 12, 12), "resnet20": (3, 8, 8
 K, B = 3, 4
 
 
+DATA_RNG = torch.Generator()
+
+
 def population(name: str, norm: str) -> tuple[list[nn.Module], tuple[int, ...]]:
+    # Fixed data for the population tests: each test sees the same inputs whatever ran before it.
+    DATA_RNG.manual_seed(0)
     shape = VMAP_SHAPES[name]
     members = [seeded(cfg_for(name, norm), shape, 5, seed) for seed in range(K)]
     if norm == "bn":  # give each member its own (non-default) running statistics
         with torch.no_grad():
             for k, m in enumerate(members):
                 m.train()
-                m(torch.randn(8, *shape) * (k + 1) + k)
+                m(torch.randn(8, *shape, generator=DATA_RNG) * (k + 1) + k)
     return members, shape
 
 
@@ -179,7 +184,7 @@ def stacked_forward(members: list[nn.Module], xs: torch.Tensor, train: bool):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_vmap_matches_loop_eval(name, norm):
     members, shape = population(name, norm)
-    xs = torch.randn(K, B, *shape)
+    xs = torch.randn(K, B, *shape, generator=DATA_RNG)
     for m in members:
         m.eval()
     out, _ = stacked_forward(members, xs, train=False)
@@ -193,7 +198,7 @@ def test_vmap_matches_loop_eval(name, norm):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_vmap_matches_loop_train_batchnorm(name):
     members, shape = population(name, "bn")
-    xs = torch.randn(K, B, *shape)
+    xs = torch.randn(K, B, *shape, generator=DATA_RNG)
     for m in members:
         m.train()
     out, buffers = stacked_forward(members, xs, train=True)
@@ -211,7 +216,7 @@ def test_vmap_matches_loop_train_batchnorm(name):
 def test_vmap_grad_matches_loop(name, norm):
     # the population trainer differentiates through functional_call under vmap
     members, shape = population(name, norm)
-    xs, ys = torch.randn(K, B, *shape), torch.randint(0, 5, (K, B))
+    xs, ys = torch.randn(K, B, *shape, generator=DATA_RNG), torch.randint(0, 5, (K, B), generator=DATA_RNG)
     params, buffers = stack_module_state(members)
     base = copy.deepcopy(members[0]).to("meta").train()
 
