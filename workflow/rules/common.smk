@@ -16,6 +16,8 @@ ENV = "../envs/modeconn.yaml"
 # Only a run on CUDA asks the cluster for a GPU; on one machine the resource is unconstrained.
 GPU = 1 if CFG.runtime.device == "cuda" else 0
 DATA_FILE = f"data/prepared/{CFG.data.name}.safetensors"
+# Package modules every job that loads networks and evaluates them runs (see `code`).
+EVALUATION_CODE = ("core", "config.py", "schemas", "io.py", "models.py", "data.py", "checkpoint.py", "stages", "tracking.py")
 
 
 def params_json(**sections):

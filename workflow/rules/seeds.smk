@@ -2,7 +2,8 @@
 # report. Seeds are trained `seeds.population` at a time as one batched population per job.
 SEEDS = CFG.seeds.seeds
 POPULATIONS = [SEEDS[i : i + CFG.seeds.population] for i in range(0, len(SEEDS), CFG.seeds.population)]
-POPULATION_OF = {seed: i for i, members in enumerate(POPULATIONS) for seed in members}
+# The directory holding each seed's checkpoints (the output of its population's training job).
+POPULATION_DIR = {seed: f"results/seeds/population{i}" for i, members in enumerate(POPULATIONS) for seed in members}
 SEED_PAIRS = [(a, b) for i, a in enumerate(SEEDS) for b in SEEDS[i + 1 :]]
 SEEDS_REPORT = [
     f"reports/seeds/{name}"
@@ -25,7 +26,7 @@ rule train_seeds:
     params:
         cfg=params_json(data=True, model=True, train=True, evaluation=True),
         seeds=lambda w: " ".join(map(str, POPULATIONS[int(w.population)])),
-        code=code("core", "models.py", "data.py", "train.py", "schedules.py", "checkpoint.py", "stages", "tracking.py"),
+        code=code(*EVALUATION_CODE, "train.py", "schedules.py"),
     conda:
         ENV
     threads: 2
@@ -42,8 +43,8 @@ rule train_seeds:
 rule interpolate_seeds:
     input:
         data=DATA_FILE,
-        a=lambda w: f"results/seeds/population{POPULATION_OF[int(w.a)]}",
-        b=lambda w: f"results/seeds/population{POPULATION_OF[int(w.b)]}",
+        a=lambda w: POPULATION_DIR[int(w.a)],
+        b=lambda w: POPULATION_DIR[int(w.b)],
     output:
         "results/seeds/pairs/seed{a}-seed{b}.csv",
     wildcard_constraints:
@@ -51,7 +52,7 @@ rule interpolate_seeds:
         b=r"\d+",
     params:
         cfg=params_json(data=True, model=True, evaluation=True, seeds={"interpolation_points": CFG.seeds.interpolation_points}),
-        code=code("core", "models.py", "data.py", "checkpoint.py", "stages", "tracking.py"),
+        code=code(*EVALUATION_CODE),
     conda:
         ENV
     threads: 1
