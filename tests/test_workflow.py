@@ -31,12 +31,17 @@ def snakemake(work: Path, *args: str, check: bool = True) -> subprocess.Complete
     return proc
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("workflow")
+def copy_workflow(dest: Path) -> Path:
+    """The repository's workflow files (not its data or results) in `dest`."""
     for name in WORKFLOW_FILES:
         src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / name)
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / name)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    work = copy_workflow(tmp_path_factory.mktemp("workflow"))
     snakemake(work, "--configfile", "config/smoke.yaml", "--cores", "2")
     return work
 
@@ -113,9 +118,7 @@ def test_lint_is_clean(work):
     [("train:\n  lr: -1\n", "train.lr"), ("train:\n  learning_rate: 0.1\n", "train.learning_rate"), ("sedes:\n  count: 2\n", "sedes")],
 )
 def test_bad_config_stops_before_any_job(tmp_path, bad, key):
-    for name in WORKFLOW_FILES:
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp_path / name)
+    copy_workflow(tmp_path)
     (tmp_path / "bad.yaml").write_text(bad)
     out = snakemake(tmp_path, "--configfile", "bad.yaml", "-n", check=False)
     assert out.returncode != 0

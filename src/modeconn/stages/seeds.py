@@ -20,6 +20,7 @@ from ..core import barrier as barrier_math
 from ..core.params import combine, member, stack
 from ..core.paths import alphas, linear_coefficients
 from ..core.population import evaluate, has_batchnorm, recompute_bn
+from ..data import Dataset
 from ..io import atomic_path
 from ..provenance import code_version
 from ..train import MemberSeeds, TrainState, init_population, member_optimizer_state, train_population
@@ -102,53 +103,62 @@ def train(cfg: Config, seeds: list[int], data_path: Path, out_dir: Path, job: Jo
 
 
 def _check_model(cfg: Config, ckpt: checkpoint.Checkpoint, path: Path) -> None:
+    configured = cfg.to_dict()["model"]
     made_with = ckpt.meta.get("config", {}).get("model")
-    if made_with is not None and made_with != cfg.to_dict()["model"]:
-        raise ValueError(f"{path}: checkpoint was made with model {made_with}, but the configured model is {cfg.to_dict()['model']}")
+    if made_with is not None and made_with != configured:
+        raise ValueError(f"{path}: checkpoint was made with model {made_with}, but the configured model is {configured}")
 
 
-def interpolate(cfg: Config, data_path: Path, path_a: Path, path_b: Path, out_csv: Path, points: int, job: Job) -> pd.DataFrame:
-    """Loss and error along θ(α) = (1−α)θ_A + αθ_B at `points` α, train and test, as one population.
+def path_table(cfg: Config, data: Dataset, a: checkpoint.Checkpoint, b: checkpoint.Checkpoint, points: int, device: torch.device) -> pd.DataFrame:
+    """Loss and error at `points` α on θ(α) = (1−α)θ_A + αθ_B, train and test, as one population.
 
     BatchNorm statistics are recomputed at every α when the model has BatchNorm (recorded in the
     `bn_reset` column).
     """
+    model = skeleton(cfg, data, device)
+    alpha = alphas(points)
+    coeffs = linear_coefficients(alpha)
+    params = combine(coeffs, stack([a.params, b.params]))
+    buffers = combine(coeffs, stack([a.buffers, b.buffers]))
+    bn = has_batchnorm(model)
+    if bn:
+        buffers = recompute_bn(model, params, buffers, bn_batches(data, cfg.evaluation), cfg.evaluation.member_chunk)
+    frames = []
+    for name in ("train", "test"):
+        x, y = split(data, name, cfg.evaluation.max_examples)
+        res = evaluate(model, params, buffers, x, y, cfg.evaluation.batch_size, cfg.evaluation.member_chunk)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "seed_a": a.meta.get("seed"),
+                    "seed_b": b.meta.get("seed"),
+                    "alpha": alpha.numpy(),
+                    "split": name,
+                    "loss": res["loss"].cpu().numpy(),
+                    "error": res["error"].cpu().numpy(),
+                    "bn_reset": bn,
+                    "examples": x.shape[0],
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def interpolate(cfg: Config, data_path: Path, path_a: Path, path_b: Path, out_csv: Path, points: int, job: Job) -> pd.DataFrame:
+    """One interpolation job: load two checkpoints, evaluate the path (`path_table`), write the CSV.
+
+    Logged to MLflow from the start, so a failure is recorded as a FAILED run.
+    """
     device = job.setup()
-    params_logged = {**params_of(cfg, "evaluation"), "seeds.interpolation_points": points, "checkpoint_a": str(path_a), "checkpoint_b": str(path_b)}
-    with tracking.job(cfg.tracking, f"interpolate {path_a.stem}-{path_b.stem}", params_logged, job.tags(family="seeds")) as run:
+    logged = {**params_of(cfg, "evaluation"), "seeds.interpolation_points": points, "checkpoint_a": str(path_a), "checkpoint_b": str(path_b)}
+    with tracking.job(cfg.tracking, f"interpolate {path_a.stem}-{path_b.stem}", logged, job.tags(family="seeds")) as run:
         data = data_on(data_path, device)
         a, b = checkpoint.load(path_a, device), checkpoint.load(path_b, device)
         _check_model(cfg, a, path_a)
         _check_model(cfg, b, path_b)
         checkpoint.same_architecture(a, b)
-        model = skeleton(cfg, data, device)
-        alpha = alphas(points)
-        coeffs = linear_coefficients(alpha)
-        params = combine(coeffs, stack([a.params, b.params]))
-        buffers = combine(coeffs, stack([a.buffers, b.buffers]))
-        bn = has_batchnorm(model)
-        if bn:
-            buffers = recompute_bn(model, params, buffers, bn_batches(data, cfg.evaluation), cfg.evaluation.member_chunk)
-        frames = []
-        for name in ("train", "test"):
-            x, y = split(data, name, cfg.evaluation.max_examples)
-            res = evaluate(model, params, buffers, x, y, cfg.evaluation.batch_size, cfg.evaluation.member_chunk)
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "seed_a": a.meta.get("seed"),
-                        "seed_b": b.meta.get("seed"),
-                        "alpha": alpha.numpy(),
-                        "split": name,
-                        "loss": res["loss"].cpu().numpy(),
-                        "error": res["error"].cpu().numpy(),
-                        "bn_reset": bn,
-                        "examples": x.shape[0],
-                    }
-                )
-            )
-        table = pd.concat(frames, ignore_index=True)
-        run.params({"bn_reset": bn})
+        table = path_table(cfg, data, a, b, points, device)
+        run.params({"bn_reset": bool(table.bn_reset.iloc[0])})
         for i in range(points):
             rows = table[table.index % points == i]  # row i of each split
             run.metrics({f"{r.split}_{m}": getattr(r, m) for r in rows.itertuples() for m in ("loss", "error")}, step=i)
