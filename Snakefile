@@ -13,6 +13,14 @@ configfile: "params.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/seeds.smk"
+include: "workflow/rules/instability.smk"
+include: "workflow/rules/lottery.smk"
+include: "workflow/rules/curves.smk"
+include: "workflow/rules/fge.smk"
+include: "workflow/rules/neb.smk"
+include: "workflow/rules/simplex.smk"
+include: "workflow/rules/rebasin.smk"
+include: "workflow/rules/flatness.smk"
 
 
 report: "workflow/report/workflow.rst"
@@ -27,3 +35,11 @@ rule all:
     default_target: True
     input:
         rules.seeds.input,
+        rules.instability.input,
+        rules.lottery.input,
+        rules.curves.input,
+        rules.fge.input,
+        rules.neb.input,
+        rules.simplex.input,
+        rules.rebasin.input,
+        rules.flatness.input,

@@ -390,3 +390,42 @@ def test_recompute_bn_result_does_not_depend_on_stale_statistics():
     a = recompute_bn(skeleton, params, buffers, batches)
     b = recompute_bn(skeleton, params, other, batches)
     assert_dicts_close(a, b, atol=0)
+
+
+# ----------------------------------------------------------------------------- path parametrisations
+
+
+@pytest.mark.parametrize("kind,anchors", [("linear", 2), ("bezier", 2), ("bezier", 3), ("bezier", 5), ("polychain", 3), ("polychain", 6)])
+def test_path_coefficients_sum_to_one_and_hit_the_endpoints(kind, anchors):
+    from modeconn.core.paths import path_coefficients
+
+    c = path_coefficients(kind, alphas(41), anchors)
+    assert c.shape == (41, anchors)
+    assert torch.allclose(c.sum(1), torch.ones(41, dtype=torch.float64))
+    assert (c >= 0).all()
+    assert torch.equal(c[0], torch.eye(anchors, dtype=torch.float64)[0])
+    assert torch.equal(c[-1], torch.eye(anchors, dtype=torch.float64)[-1])
+
+
+def test_two_anchor_curves_are_the_linear_path():
+    from modeconn.core.paths import bezier_coefficients, polychain_coefficients
+
+    a = alphas(17)
+    assert torch.allclose(bezier_coefficients(a, 2), linear_coefficients(a))
+    assert torch.allclose(polychain_coefficients(a, 2), linear_coefficients(a))
+
+
+def test_bezier_with_midpoint_bend_is_the_linear_path():
+    """A quadratic Bezier curve whose bend is the midpoint of the endpoints is the straight line."""
+    from modeconn.core.paths import bezier_coefficients
+
+    a = alphas(11)
+    anchors = torch.tensor([[0.0, 0.0], [0.5, 1.0], [1.0, 2.0]], dtype=torch.float64)
+    assert torch.allclose(bezier_coefficients(a, 3) @ anchors, linear_coefficients(a) @ anchors[[0, 2]])
+
+
+def test_polychain_passes_through_its_anchors():
+    from modeconn.core.paths import polychain_coefficients
+
+    c = polychain_coefficients(torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]), 5)
+    assert torch.allclose(c, torch.eye(5, dtype=torch.float64))

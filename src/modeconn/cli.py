@@ -9,11 +9,13 @@ the rule passes, already validated by the Snakefile; validated again here) or `-
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
 
 from .checkpoint import CheckpointError
+from .commands import FAMILIES
 from .config import Config, ConfigError, load_yaml
 
 
@@ -37,17 +39,6 @@ def _config(args: argparse.Namespace) -> Config:
     return Config.from_dict(raw, source=source)
 
 
-def _job(args: argparse.Namespace, cfg: Config):
-    from .stages.common import Job
-
-    return Job(
-        device=args.device or cfg.runtime.device,
-        threads=args.threads if args.threads is not None else cfg.runtime.threads,
-        rule=args.rule,
-        wildcards=args.wildcards,
-    )
-
-
 def cmd_validate(args, cfg: Config) -> None:
     """Print the full configuration with defaults filled in."""
     import yaml
@@ -65,24 +56,6 @@ def cmd_prepare_data(args, cfg: Config) -> None:
     from .data import build_dataset, save_dataset
 
     save_dataset(build_dataset(cfg.data), args.out)
-
-
-def cmd_train_seeds(args, cfg: Config) -> None:
-    from .stages import seeds
-
-    seeds.train(cfg, args.seeds, args.data, args.out_dir, _job(args, cfg))
-
-
-def cmd_interpolate(args, cfg: Config) -> None:
-    from .stages import seeds
-
-    seeds.interpolate(cfg, args.data, args.a, args.b, args.out, cfg.seeds.interpolation_points, _job(args, cfg))
-
-
-def cmd_report_seeds(args, cfg: Config) -> None:
-    from .report import seeds as report
-
-    report.write(args.csvs, args.out_dir)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -105,18 +78,8 @@ def parser() -> argparse.ArgumentParser:
     command("init-tracking", cmd_init_tracking, "create the MLflow store and experiment (before jobs fan out)")
     p = command("prepare-data", cmd_prepare_data, "build the configured dataset into one safetensors file")
     p.add_argument("--out", type=Path, required=True)
-    p = command("train-seeds", cmd_train_seeds, "train several seeds as one population")
-    p.add_argument("--seeds", type=int, nargs="+", required=True)
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--out-dir", type=Path, required=True)
-    p = command("interpolate", cmd_interpolate, "evaluate the linear path between two checkpoints")
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--a", type=Path, required=True)
-    p.add_argument("--b", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p = command("report-seeds", cmd_report_seeds, "barrier table and figure over all pairs of seeds")
-    p.add_argument("--out-dir", type=Path, required=True)
-    p.add_argument("csvs", type=Path, nargs="+")
+    for family in FAMILIES:
+        importlib.import_module(f".commands.{family}", __package__).register(command)
     return top
 
 

@@ -16,14 +16,33 @@ from typing import Any
 import jsonschema
 import yaml
 
+from .sections.curves import CurvesConfig, FgeConfig, SwaConfig
+from .sections.flatness import FlatnessConfig, LandscapeConfig
+from .sections.instability import InstabilityConfig, LotteryConfig
+from .sections.neb import NebConfig, SimplexConfig
+from .sections.rebasin import RebasinConfig
+
 
 class ConfigError(ValueError):
     """A parameter file or dict that does not satisfy the schema."""
 
 
+# Method families keep their sections in their own schema file (schemas/<family>.schema.yaml) and
+# their own typed module (sections/<family>.py); both are merged here, so there is still one door.
+FAMILY_SCHEMAS = ("instability", "curves", "neb", "rebasin", "flatness")
+
+
 def schema() -> dict:
-    text = resources.files("modeconn").joinpath("schemas/params.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    """The full JSON schema: the core sections plus every family's sections."""
+    files = resources.files("modeconn").joinpath("schemas")
+    full = yaml.safe_load(files.joinpath("params.schema.yaml").read_text())
+    for family in FAMILY_SCHEMAS:
+        sections = yaml.safe_load(files.joinpath(f"{family}.schema.yaml").read_text())
+        clash = set(sections) & set(full["properties"])
+        if clash:
+            raise RuntimeError(f"schemas/{family}.schema.yaml redefines sections {sorted(clash)}")
+        full["properties"].update(sections)
+    return full
 
 
 def _defaults_filling_validator():
@@ -172,6 +191,16 @@ SECTIONS: dict[str, type] = {
     "evaluation": EvaluationConfig,
     "seeds": SeedsConfig,
     "tracking": TrackingConfig,
+    "instability": InstabilityConfig,
+    "lottery": LotteryConfig,
+    "curves": CurvesConfig,
+    "fge": FgeConfig,
+    "swa": SwaConfig,
+    "neb": NebConfig,
+    "simplex": SimplexConfig,
+    "rebasin": RebasinConfig,
+    "flatness": FlatnessConfig,
+    "landscape": LandscapeConfig,
 }
 
 
@@ -193,6 +222,16 @@ class Config:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     seeds: SeedsConfig = field(default_factory=SeedsConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    instability: InstabilityConfig = field(default_factory=InstabilityConfig)
+    lottery: LotteryConfig = field(default_factory=LotteryConfig)
+    curves: CurvesConfig = field(default_factory=CurvesConfig)
+    fge: FgeConfig = field(default_factory=FgeConfig)
+    swa: SwaConfig = field(default_factory=SwaConfig)
+    neb: NebConfig = field(default_factory=NebConfig)
+    simplex: SimplexConfig = field(default_factory=SimplexConfig)
+    rebasin: RebasinConfig = field(default_factory=RebasinConfig)
+    flatness: FlatnessConfig = field(default_factory=FlatnessConfig)
+    landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
 
     @classmethod
     def from_dict(cls, raw: dict | None, source: str = "params") -> "Config":
@@ -202,6 +241,20 @@ class Config:
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
+
+    def seed_checkpoint_steps(self) -> tuple[str, ...]:
+        """Every point of the seeds' training at which some family needs a checkpoint.
+
+        `train.checkpoint_steps` plus what each family section asks for through its own
+        `seed_checkpoint_steps()` (e.g. the spawn steps k of the instability analysis). The
+        Snakefile passes this union to the seeds' training jobs as their `train.checkpoint_steps`.
+        """
+        steps = list(self.train.checkpoint_steps)
+        for name in SECTIONS:
+            wanted = getattr(getattr(self, name), "seed_checkpoint_steps", None)
+            if wanted is not None:
+                steps += [s for s in wanted() if s not in steps]
+        return tuple(steps)
 
 
 def _plain(value):

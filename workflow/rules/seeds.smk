@@ -24,7 +24,9 @@ rule train_seeds:
     wildcard_constraints:
         population=r"\d+",
     params:
-        cfg=params_json(data=True, model=True, train=True, evaluation=True),
+        # The seeds also serve as trunks (instability), dense networks (lottery), FGE starts...:
+        # they save a checkpoint at every step some family asks for.
+        cfg=params_json(data=True, model=True, train=FULL["train"] | {"checkpoint_steps": list(CFG.seed_checkpoint_steps())}, evaluation=True),
         seeds=lambda w: " ".join(map(str, POPULATIONS[int(w.population)])),
         code=code(*EVALUATION_CODE, "train.py", "schedules.py"),
     conda:

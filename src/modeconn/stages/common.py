@@ -8,7 +8,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+import pandas as pd
+
 from ..config import Config, EvaluationConfig, flatten
+from ..core.population import evaluate, has_batchnorm, recompute_bn
 from ..data import Dataset, load_dataset
 from ..models import build_model
 from ..train import generator
@@ -67,3 +70,33 @@ def params_of(cfg: Config, *sections: str) -> dict:
     """Dotted params.yaml keys of the given sections, for MLflow."""
     full = cfg.to_dict()
     return flatten({s: full[s] for s in sections})
+
+
+def evaluate_population(cfg: Config, data: Dataset, model: torch.nn.Module, params: dict, buffers: dict) -> pd.DataFrame:
+    """Loss and error of K stacked networks (e.g. the points of a path), train and test.
+
+    For a model with BatchNorm the running statistics are first recomputed for every member on
+    the fixed `bn_batches` (weights made by any weight-space operation have stale statistics);
+    the `bn_reset` column records it. Returns 2·K rows: member, split, loss, error, bn_reset, examples.
+    """
+    bn = has_batchnorm(model)
+    if bn:
+        buffers = recompute_bn(model, params, buffers, bn_batches(data, cfg.evaluation), cfg.evaluation.member_chunk)
+    frames = []
+    for name in ("train", "test"):
+        x, y = split(data, name, cfg.evaluation.max_examples)
+        res = evaluate(model, params, buffers, x, y, cfg.evaluation.batch_size, cfg.evaluation.member_chunk)
+        k = res["loss"].shape[0]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "member": range(k),
+                    "split": name,
+                    "loss": res["loss"].cpu().numpy(),
+                    "error": res["error"].cpu().numpy(),
+                    "bn_reset": bn,
+                    "examples": x.shape[0],
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)

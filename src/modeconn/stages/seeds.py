@@ -19,12 +19,12 @@ from ..config import Config
 from ..core import barrier as barrier_math
 from ..core.params import combine, member, stack
 from ..core.paths import alphas, linear_coefficients
-from ..core.population import evaluate, has_batchnorm, recompute_bn
+from ..core.population import evaluate
 from ..data import Dataset
 from ..io import atomic_path
 from ..provenance import code_version
 from ..train import MemberSeeds, TrainState, init_population, member_optimizer_state, train_population
-from .common import Job, bn_batches, data_on, params_of, skeleton, split
+from .common import Job, data_on, evaluate_population, params_of, skeleton, split
 
 TRAIN_SECTIONS = ("data", "model", "train")
 
@@ -120,28 +120,11 @@ def path_table(cfg: Config, data: Dataset, a: checkpoint.Checkpoint, b: checkpoi
     coeffs = linear_coefficients(alpha)
     params = combine(coeffs, stack([a.params, b.params]))
     buffers = combine(coeffs, stack([a.buffers, b.buffers]))
-    bn = has_batchnorm(model)
-    if bn:
-        buffers = recompute_bn(model, params, buffers, bn_batches(data, cfg.evaluation), cfg.evaluation.member_chunk)
-    frames = []
-    for name in ("train", "test"):
-        x, y = split(data, name, cfg.evaluation.max_examples)
-        res = evaluate(model, params, buffers, x, y, cfg.evaluation.batch_size, cfg.evaluation.member_chunk)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "seed_a": a.meta.get("seed"),
-                    "seed_b": b.meta.get("seed"),
-                    "alpha": alpha.numpy(),
-                    "split": name,
-                    "loss": res["loss"].cpu().numpy(),
-                    "error": res["error"].cpu().numpy(),
-                    "bn_reset": bn,
-                    "examples": x.shape[0],
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
+    table = evaluate_population(cfg, data, model, params, buffers)
+    table.insert(0, "alpha", alpha.numpy()[table.pop("member").to_numpy()])
+    table.insert(0, "seed_b", b.meta.get("seed"))
+    table.insert(0, "seed_a", a.meta.get("seed"))
+    return table
 
 
 def interpolate(cfg: Config, data_path: Path, path_a: Path, path_b: Path, out_csv: Path, points: int, job: Job) -> pd.DataFrame:

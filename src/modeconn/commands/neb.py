@@ -1,0 +1,7 @@
+"""Commands of the neb family."""
+
+from __future__ import annotations
+
+
+def register(command) -> None:
+    pass

@@ -1,0 +1,6 @@
+# fge family (see its issue): target rule `fge` lists every report file of the family.
+
+
+rule fge:
+    input:
+        [],
