@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modeconn.config import ModelConfig
+from modeconn.core.permutation import PermutationSpec
 
 NORMS = ("none", "bn", "ln")
 
@@ -102,6 +103,55 @@ class MLP(nn.Module):
         for layer, norm in zip(self.layers, self.norms):
             x = F.relu(norm(layer(x)))
         return self.classifier(x)
+
+
+def _norm_axes(prefix: str, norm: str, perm: str) -> dict[str, tuple[str | None, ...]]:
+    """Spec entries of a norm layer: affine parameters and BN running statistics, all on `perm`."""
+    if norm == "none":
+        return {}
+    names = ("weight", "bias") + (("running_mean", "running_var") if norm == "bn" else ())
+    return {f"{prefix}.{n}": (perm,) for n in names}
+
+
+def _repair_point(layer: str, norm_module: str, norm: str) -> tuple[tuple[str, str, str | None], ...]:
+    """REPAIR rescales the pre-activation of a layer without BN: the biased layer itself (no norm)
+    or the LayerNorm's affine output (ln); BN networks get their statistics reset instead."""
+    if norm == "none":
+        return ((layer, f"{layer}.weight", f"{layer}.bias"),)
+    if norm == "ln":
+        return ((norm_module, f"{norm_module}.weight", f"{norm_module}.bias"),)
+    return ()
+
+
+def mlp_permutation_spec(model: MLP) -> PermutationSpec:
+    """MLP / LeNet-300-100: one permutation P{i} per hidden layer i (Ainsworth et al. 2023, Sec. 3).
+
+    layers.i.weight: (P_i, P_{i-1}) (input axis unpermuted for i = 0), bias and norm tensors: (P_i,);
+    classifier.weight: (None, P_last). P_i is observed after the ReLU that follows norms.i.
+    """
+    norm = _norm_name(model.norms[0]) if len(model.norms) else "none"
+    axes: dict[str, tuple[str | None, ...]] = {}
+    activations, repair = {}, ()
+    prev = None
+    for i in range(len(model.layers)):
+        p = f"P{i}"
+        axes[f"layers.{i}.weight"] = (p, prev)
+        axes[f"layers.{i}.bias"] = (p,)
+        axes |= _norm_axes(f"norms.{i}", norm, p)
+        activations[p] = (f"norms.{i}",)
+        repair += _repair_point(f"layers.{i}", f"norms.{i}", norm)
+        prev = p
+    axes["classifier.weight"] = (None, prev)
+    axes["classifier.bias"] = (None,)
+    return PermutationSpec(axes, activations, repair)
+
+
+def _norm_name(module: nn.Module) -> str:
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return "bn"
+    if isinstance(module, nn.LayerNorm):
+        return "ln"
+    return "none"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,6 +250,45 @@ class ResNet20(nn.Module):
         return self.classifier(x)
 
 
+def _conv_norm_axes(conv: str, norm_module: str, norm: str, out: str, inp: str | None, bias: bool) -> dict:
+    axes: dict[str, tuple[str | None, ...]] = {f"{conv}.weight": (out, inp, None, None)}
+    if bias:
+        axes[f"{conv}.bias"] = (out,)
+    return axes | _norm_axes(norm_module, norm, out)
+
+
+def resnet20_permutation_spec(model: ResNet20) -> PermutationSpec:
+    """ResNet-20: the residual stream of stage s shares ONE permutation `S{s}` (the identity
+    shortcuts add it to itself, so every block's conv2/norm2, the projection shortcut that opens
+    the stage and, for s = 0, the stem carry it); each block has its own inner permutation
+    `S{s}B{b}` between conv1 and conv2 (Ainsworth et al. 2023, App. A.2). The classifier's input is S2.
+    S{s} is observed at the ReLU outputs of the stem (s = 0) and of every block of the stage;
+    S{s}B{b} after the ReLU that follows norm1.
+    """
+    norm = _norm_name(model.stem.norm)
+    bias = norm == "none"
+    axes = _conv_norm_axes("stem.conv", "stem.norm", norm, "S0", None, bias)
+    activations: dict[str, tuple[str, ...]] = {"S0": ("stem",)}
+    repair = _repair_point("stem.conv", "stem.norm", norm)
+    stream = "S0"
+    for s, stage in enumerate(model.stages):
+        out = f"S{s}"
+        for b, block in enumerate(stage.blocks):
+            pre, inner = f"stages.{s}.blocks.{b}", f"S{s}B{b}"
+            axes |= _conv_norm_axes(f"{pre}.conv1", f"{pre}.norm1", norm, inner, stream, bias)
+            axes |= _conv_norm_axes(f"{pre}.conv2", f"{pre}.norm2", norm, out, inner, bias)
+            repair += _repair_point(f"{pre}.conv1", f"{pre}.norm1", norm) + _repair_point(f"{pre}.conv2", f"{pre}.norm2", norm)
+            if not isinstance(block.shortcut, nn.Identity):
+                axes |= _conv_norm_axes(f"{pre}.shortcut.conv", f"{pre}.shortcut.norm", norm, out, stream, bias)
+                repair += _repair_point(f"{pre}.shortcut.conv", f"{pre}.shortcut.norm", norm)
+            activations[inner] = (f"{pre}.norm1",)
+            activations[out] = activations.get(out, ()) + (pre,)
+            stream = out
+    axes["classifier.weight"] = (None, stream)
+    axes["classifier.bias"] = (None,)
+    return PermutationSpec(axes, activations, repair)
+
+
 # ---------------------------------------------------------------------------------------------
 # VGG
 # ---------------------------------------------------------------------------------------------
@@ -254,6 +343,36 @@ class VGG(nn.Module):
         for fc in self.fcs:
             x = F.relu(fc(x))
         return self.classifier(x)
+
+
+def vgg_permutation_spec(model: VGG) -> PermutationSpec:
+    """VGG: one permutation C{i} per convolution (weights, bias, norm) and F{j} per hidden fully
+    connected layer; max-pooling and global average pooling act per channel, so they commute.
+    C{i} is observed after the ReLU that follows norms.i, F{j} after the ReLU of fcs.j.
+    """
+    norm = _norm_name(model.norms[0])
+    bias = norm == "none"
+    axes: dict[str, tuple[str | None, ...]] = {}
+    activations: dict[str, tuple[str, ...]] = {}
+    repair: tuple = ()
+    prev = None
+    for i in range(len(model.convs)):
+        p = f"C{i}"
+        axes |= _conv_norm_axes(f"convs.{i}", f"norms.{i}", norm, p, prev, bias)
+        activations[p] = (f"norms.{i}",)
+        repair += _repair_point(f"convs.{i}", f"norms.{i}", norm)
+        prev = p
+    for j in range(len(model.fcs)):
+        p = f"F{j}"
+        axes[f"fcs.{j}.weight"] = (p, prev)
+        axes[f"fcs.{j}.bias"] = (p,)
+        activations[p] = (f"fcs.{j}",)
+        # the fully connected layers carry no norm: REPAIR rescales them whenever no BN is used
+        repair += () if norm == "bn" else ((f"fcs.{j}", f"fcs.{j}.weight", f"fcs.{j}.bias"),)
+        prev = p
+    axes["classifier.weight"] = (None, prev)
+    axes["classifier.bias"] = (None,)
+    return PermutationSpec(axes, activations, repair)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,3 +475,19 @@ def model_info(model: nn.Module) -> ModelInfo:
     if not linears:
         raise ValueError(f"{type(model).__name__} has no nn.Linear output layer")
     return ModelInfo(prunable=tuple(prunable), output_layer=linears[-1], has_batchnorm=has_batchnorm)
+
+
+# Permutation symmetries of each architecture, as data (core/permutation.py applies them).
+PERMUTATION_SPECS: dict[type, Callable[[nn.Module], PermutationSpec]] = {
+    MLP: mlp_permutation_spec,
+    ResNet20: resnet20_permutation_spec,
+    VGG: vgg_permutation_spec,
+}
+
+
+def permutation_spec(model: nn.Module) -> PermutationSpec:
+    """The `PermutationSpec` of a registry model (which permutation acts on which tensor axis)."""
+    for cls, spec in PERMUTATION_SPECS.items():
+        if isinstance(model, cls):
+            return spec(model)
+    raise ValueError(f"no permutation spec for {type(model).__name__}")
