@@ -4,12 +4,52 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..schedules import iterations
+
+DEFAULT_CYCLES = (
+    {"method": "equal", "insert": 3, "steps": "100it", "lr": 0.001},
+    {"method": "highest", "insert": 2, "steps": "100it", "lr": 0.001},
+    {"method": "highest", "insert": 2, "steps": "100it", "lr": 0.0003},
+)
+
 
 @dataclass(frozen=True)
 class NebConfig:
     """AutoNEB paths between minima (Draxler et al. 2018)."""
 
+    pairs: int = 0
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    batch_size: int = 128
+    redistribute: bool = True
+    spring: float = 1.0
+    cycles: tuple[dict, ...] = DEFAULT_CYCLES
+    dense_points: int = 6
+    eval_examples: int = 2000
+
+    def cycle_steps(self, steps_per_epoch: int) -> list[int]:
+        """Steps of every cycle in iterations (an epoch is `steps_per_epoch` minibatches)."""
+        return [iterations(c["steps"], steps_per_epoch) for c in self.cycles]
+
+    def chosen_pairs(self, pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        return list(pairs) if self.pairs == 0 else list(pairs)[: self.pairs]
+
 
 @dataclass(frozen=True)
 class SimplexConfig:
     """Low-loss simplexes and simplex ensembles (Benton et al. 2021)."""
+
+    count: int = 0
+    vertices: int = 3
+    duration: str = "4ep"
+    optimizer: str = "adam"
+    lr: float = 0.001
+    momentum: float = 0.9
+    batch_size: int = 128
+    samples: int = 3
+    volume_weight: float = 0.001
+    eval_samples: int = 8
+    ensemble_samples: int = 4
+
+    def chosen_seeds(self, seeds: list[int]) -> list[int]:
+        return list(seeds) if self.count == 0 else list(seeds)[: self.count]
