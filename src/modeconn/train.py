@@ -154,6 +154,7 @@ def train_population(
     on_checkpoint: Callable[[TrainState], None] | None = None,
     on_epoch: Callable[[int, dict[str, Tensor], TrainState], None] | None = None,
     stop_step: int | None = None,
+    masks: TensorDict | None = None,
 ) -> TrainState:
     """Train the stacked population from `start_step` to the end of `cfg.duration`.
 
@@ -162,6 +163,12 @@ def train_population(
     `cfg.checkpoint_steps` (before that step's update; step 0 is the initialisation) and
     `on_epoch` after every full epoch with the members' mean training loss and error [K].
     `stop_step` ends training early (e.g. a trunk trained only to step k).
+
+    `masks` ({name: [K, ...]} of 0/1 over some parameters, e.g. a lottery ticket's pruning mask)
+    are held fixed: masked weights are zeroed at the start, their gradients are zeroed before
+    every update (so momentum and Adam moments of a pruned weight stay zero; the incoming
+    optimizer state is masked too) and the weights are zeroed again after every update, so they
+    stay exactly zero whatever the optimizer does.
     """
     k, n = size(params), x_train.shape[0]
     if len(seeds) != k:
@@ -175,10 +182,13 @@ def train_population(
     schedule = lr_factor(cfg.schedule, total, iterations(cfg.warmup, spe), tuple(iterations(m, spe) for m in cfg.milestones), cfg.gamma)
     augment = AUGMENTATIONS[cfg.augment]
 
+    masks = _check_masks(masks, params)
     leaves = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
+    _zero_masked(leaves, masks)
     optimizer = make_optimizer(cfg, list(leaves.values()))
     if member_optimizer_states is not None:
         optimizer.load_state_dict(stacked_optimizer_state(optimizer, list(leaves), member_optimizer_states))
+        _mask_optimizer_state(optimizer, list(leaves), masks)
     buffers = {name: b.clone() for name, b in buffers.items()}  # BN updates them in place
     state = TrainState(leaves, buffers, optimizer, start_step, spe, total)
 
@@ -203,7 +213,10 @@ def train_population(
         ce = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(k, -1)
         optimizer.zero_grad(set_to_none=True)
         ce.mean(1).sum().backward()
+        for name, m in masks.items():
+            leaves[name].grad.mul_(m)
         optimizer.step()
+        _zero_masked(leaves, masks)
         with torch.no_grad():
             sums[0] += ce.mean(1).double()
             sums[1] += (logits.argmax(-1) != yb).double().mean(1)
@@ -217,3 +230,32 @@ def train_population(
         on_checkpoint(state)
     model.eval()
     return state
+
+
+def _check_masks(masks: TensorDict | None, params: TensorDict) -> TensorDict:
+    """Masks in the parameters' dtype and device; ValueError on an unknown name or a wrong shape."""
+    out = {}
+    for name, m in (masks or {}).items():
+        if name not in params:
+            raise ValueError(f"mask for unknown parameter {name!r}")
+        if m.shape != params[name].shape:
+            raise ValueError(f"mask {name!r} has shape {tuple(m.shape)}, parameter {tuple(params[name].shape)}")
+        out[name] = m.to(dtype=params[name].dtype, device=params[name].device)
+    return out
+
+
+@torch.no_grad()
+def _zero_masked(leaves: TensorDict, masks: TensorDict) -> None:
+    for name, m in masks.items():
+        leaves[name].mul_(m)
+
+
+@torch.no_grad()
+def _mask_optimizer_state(optimizer: torch.optim.Optimizer, names: list[str], masks: TensorDict) -> None:
+    """Zero the loaded optimizer state (momentum, Adam moments) of masked weights."""
+    for name, tensor in zip(names, optimizer.param_groups[0]["params"]):
+        if name not in masks:
+            continue
+        for value in optimizer.state.get(tensor, {}).values():
+            if torch.is_tensor(value) and value.shape == tensor.shape:
+                value.mul_(masks[name])

@@ -1,6 +1,66 @@
-# instability family (see its issue): target rule `instability` lists every report file of the family.
+# instability family (Frankle et al. 2020): one job per spawn step k forks every trunk into
+# instability.pairs pairs of children and trains them all as one population; one report job.
+INSTABILITY_STEPS = list(CFG.instability.steps)
+INSTABILITY_TRUNKS = SEEDS[: CFG.instability.trunks]
+INSTABILITY_REPORT = [
+    f"reports/instability/{name}"
+    for name in ("barriers.csv", "instability.csv", "instability.md", "instability.png", "metrics.json", "section.md")
+]
 
 
 rule instability:
     input:
-        [],
+        INSTABILITY_REPORT,
+
+
+rule fork_instability:
+    input:
+        data=DATA_FILE,
+        trunks=[POPULATION_DIR[s] for s in INSTABILITY_TRUNKS],
+    output:
+        paths="results/instability/k{step}/paths.csv",
+        children=[
+            f"results/instability/k{{step}}/trunk{s}.pair{p}.child{c}.safetensors"
+            for s in INSTABILITY_TRUNKS
+            for p in range(CFG.instability.pairs)
+            for c in (0, 1)
+        ],
+    wildcard_constraints:
+        step=r"[0-9]+(ep|it)",
+    params:
+        # the children train on the seeds' schedule from the trunks' step-k checkpoints
+        cfg=params_json(data=True, model=True, train=True, evaluation=True, seeds={"first": CFG.seeds.first, "count": CFG.seeds.count}, instability=True),
+        code=code(*EVALUATION_CODE, "train.py", "schedules.py"),
+        out="results/instability/k{step}",
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=GPU,
+    log:
+        "logs/instability/fork_k{step}.log",
+    shell:
+        "modeconn instability-fork --params {params.cfg:q} --step {wildcards.step} --data {input.data:q}"
+        " --trunk-dirs {input.trunks:q} --out-dir {params.out:q} --threads {threads} --rule fork_instability"
+        " --wildcards step={wildcards.step} > {log:q} 2>&1"
+
+
+rule report_instability:
+    input:
+        [f"results/instability/k{k}/paths.csv" for k in INSTABILITY_STEPS],
+    output:
+        barriers="reports/instability/barriers.csv",
+        table=report("reports/instability/instability.csv", caption="../report/instability_table.rst", category="Instability", labels={"what": "instability table"}),
+        markdown="reports/instability/instability.md",
+        figure=report("reports/instability/instability.png", caption="../report/instability_figure.rst", category="Instability", labels={"what": "instability vs k"}),
+        metrics="reports/instability/metrics.json",
+        section="reports/instability/section.md",
+    params:
+        cfg=params_json(data=True, model=True, train=True, instability=True),
+        code=code("report", "stages", "core", "io.py"),
+    conda:
+        ENV
+    log:
+        "logs/instability/report.log",
+    shell:
+        "modeconn report-instability --params {params.cfg:q} --out-dir reports/instability --rule report_instability {input:q} > {log:q} 2>&1"

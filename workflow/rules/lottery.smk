@@ -1,6 +1,70 @@
-# lottery family (see its issue): target rule `lottery` lists every report file of the family.
+# lottery family (Frankle & Carbin 2019; Frankle et al. 2020): one job per IMP level (levels are
+# sequential: level l prunes level l-1's ticket); all lottery seeds, both baselines and the two
+# fork copies of each ticket train as one population per level; one report job.
+LOTTERY_SEEDS = SEEDS[: CFG.lottery.seeds]
+LOTTERY_LEVELS = list(range(1, CFG.lottery.levels + 1))
+LOTTERY_REPORT = [
+    f"reports/lottery/{name}"
+    for name in ("accuracy.csv", "levels.csv", "levels.md", "accuracy.png", "stability.png", "metrics.json", "section.md")
+]
 
 
 rule lottery:
     input:
-        [],
+        LOTTERY_REPORT,
+
+
+def lottery_previous(wildcards):
+    """Level l prunes the tickets of level l-1 (level 1 prunes the trained dense seeds)."""
+    level = int(wildcards.level)
+    return [f"results/lottery/level{level - 1}"] if level > 1 else []
+
+
+rule lottery_level:
+    input:
+        data=DATA_FILE,
+        seeds=[POPULATION_DIR[s] for s in LOTTERY_SEEDS],
+        previous=lottery_previous,
+    output:
+        directory("results/lottery/level{level}"),
+    wildcard_constraints:
+        level=r"[1-9][0-9]*",
+    params:
+        # tickets train on the seeds' schedule; their stability uses the instability section's alphas
+        cfg=params_json(data=True, model=True, train=True, evaluation=True, seeds={"first": CFG.seeds.first, "count": CFG.seeds.count},
+                        lottery=True, instability={"points": CFG.instability.points}),
+        code=code(*EVALUATION_CODE, "train.py", "schedules.py"),
+        previous=lambda w, input: f"--previous {input.previous[0]}" if input.previous else "",
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=GPU,
+    log:
+        "logs/lottery/level{level}.log",
+    shell:
+        "modeconn lottery-level --params {params.cfg:q} --level {wildcards.level} --data {input.data:q}"
+        " --seed-dirs {input.seeds:q} {params.previous} --out-dir {output:q} --threads {threads} --rule lottery_level"
+        " --wildcards level={wildcards.level} > {log:q} 2>&1"
+
+
+rule report_lottery:
+    input:
+        [f"results/lottery/level{level}" for level in LOTTERY_LEVELS],
+    output:
+        accuracy="reports/lottery/accuracy.csv",
+        levels=report("reports/lottery/levels.csv", caption="../report/lottery_levels.rst", category="Lottery tickets", labels={"what": "levels table"}),
+        markdown="reports/lottery/levels.md",
+        figure=report("reports/lottery/accuracy.png", caption="../report/lottery_accuracy.rst", category="Lottery tickets", labels={"what": "accuracy vs sparsity"}),
+        stability=report("reports/lottery/stability.png", caption="../report/lottery_stability.rst", category="Lottery tickets", labels={"what": "instability vs sparsity"}),
+        metrics="reports/lottery/metrics.json",
+        section="reports/lottery/section.md",
+    params:
+        cfg=params_json(data=True, model=True, train=True, lottery=True, instability={"threshold": CFG.instability.threshold}),
+        code=code("report", "stages", "core", "io.py"),
+    conda:
+        ENV
+    log:
+        "logs/lottery/report.log",
+    shell:
+        "modeconn report-lottery --params {params.cfg:q} --out-dir reports/lottery --rule report_lottery {input:q} > {log:q} 2>&1"

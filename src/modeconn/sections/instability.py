@@ -7,9 +7,42 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class InstabilityConfig:
-    """Spawn/fork instability analysis (Frankle et al. 2020)."""
+    """Spawn/fork instability analysis (Frankle et al. 2020).
+
+    The first `trunks` seeds of the seeds family are the trunks; at every spawn step k in `steps`
+    each trunk is forked into `pairs` pairs of children that share the step-k weights and optimizer
+    state and differ only in their data-order and augmentation seeds. Instability = error barrier
+    between the two children over `points` evenly spaced alphas; a trunk is stable at k when it is
+    below `threshold`.
+    """
+
+    steps: tuple[str, ...] = ("0it", "16it", "64it", "256it")
+    trunks: int = 2
+    pairs: int = 1
+    points: int = 30
+    threshold: float = 0.02
+
+    def seed_checkpoint_steps(self) -> tuple[str, ...]:
+        return self.steps if self.trunks > 0 else ()
 
 
 @dataclass(frozen=True)
 class LotteryConfig:
-    """Iterative magnitude pruning with rewinding (Frankle & Carbin 2019; Frankle et al. 2020)."""
+    """Iterative magnitude pruning with rewinding (Frankle & Carbin 2019; Frankle et al. 2020).
+
+    The first `seeds` seeds of the seeds family are the dense networks. Level l prunes `fraction`
+    of the remaining prunable weights (globally by magnitude; the output layer separately at
+    `output_fraction`) of the level l−1 ticket, rewinds the survivors to step `rewind_step` of the
+    seed's training and retrains to the end of the seeds' schedule, beside the random-pruning and
+    random-reinitialisation baselines and two fork children that measure the ticket's stability.
+    """
+
+    seeds: int = 2
+    levels: int = 3
+    fraction: float = 0.2
+    output_fraction: float = 0.1
+    rewind_step: str = "0it"
+    matching_tolerance: float = 0.002
+
+    def seed_checkpoint_steps(self) -> tuple[str, ...]:
+        return (self.rewind_step,) if self.seeds > 0 else ()
