@@ -1,0 +1,181 @@
+"""Curvature of the loss at one network: Hessian-vector products, Hutchinson trace, top eigenvalue.
+
+The Hessian H = ∇²L(θ) of the mean cross-entropy L over a fixed evaluation set is never formed.
+Everything goes through the product v ↦ Hv, computed forward-over-reverse with torch.func:
+Hv = jvp(∇L, θ; v), through `functional_call` on the plain module (PyHessian, Yao et al. 2020, use
+the same two estimators with reverse-over-reverse products).
+
+    Hutchinson (1990):  tr H = E_z[zᵀHz] for Rademacher z (entries ±1), estimated by the mean of
+                        P probes; its standard error is the sample std of zᵀHz over probes / √P.
+    power iteration:    v ← Hv / ‖Hv‖ from a random start; λ = vᵀHv (Rayleigh quotient) converges
+                        to the eigenvalue of largest magnitude (the top one at a minimum).
+
+Parameters are dicts {name: T}; probes are stacked dicts {name: T[P, ...]}, multiplied by H in
+chunks under `vmap`. Pure functions: no files, no global RNG (pass a torch.Generator).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad, grad_and_value, jvp, vmap
+
+from .params import TensorDict
+
+Hvp = Callable[[TensorDict], TensorDict]
+
+
+# ----------------------------------------------------------------------------- the loss
+
+
+@contextlib.contextmanager
+def batch_statistics(model: nn.Module, training: bool) -> Iterator[nn.Module]:
+    """The model in train or eval mode for a pure (side-effect free) loss.
+
+    In train mode BatchNorm normalises with the batch's own statistics; its running statistics
+    are then switched off (track_running_stats = False) so the loss does not update buffers in
+    place, which function transforms would reject and which would change the network.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    before = [m.training for m in model.modules()], [m.track_running_stats for m in norms]
+    model.train(training)
+    if training:
+        for m in norms:
+            m.track_running_stats = False
+    try:
+        yield model
+    finally:
+        for m, was in zip(model.modules(), before[0]):
+            m.training = was
+        for m, was in zip(norms, before[1]):
+            m.track_running_stats = was
+
+
+def batch_loss(model: nn.Module, buffers: TensorDict, x: Tensor, y: Tensor) -> Callable[[TensorDict], Tensor]:
+    """θ ↦ mean cross-entropy of the module with parameters θ on one batch (x [B, ...], y [B])."""
+
+    def loss(params: TensorDict) -> Tensor:
+        return F.cross_entropy(functional_call(model, (params, buffers), (x,)), y)
+
+    return loss
+
+
+def loss_and_grad(losses: list[Callable[[TensorDict], Tensor]], params: TensorDict) -> tuple[Tensor, TensorDict]:
+    """L(θ) = mean over equal-sized batches of the batch losses, and ∇L(θ)."""
+    total, g = None, None
+    for f in losses:
+        gb, lb = grad_and_value(f)(params)
+        total = lb if total is None else total + lb
+        g = gb if g is None else {k: g[k] + gb[k] for k in g}
+    n = len(losses)
+    return total / n, {k: v / n for k, v in g.items()}
+
+
+def hvp_operator(losses: list[Callable[[TensorDict], Tensor]], params: TensorDict) -> Hvp:
+    """v ↦ Hv with H the Hessian of L = mean of `losses` (one per batch) at `params`.
+
+    Forward-over-reverse: Hv = d/dε ∇L(θ + εv) at ε = 0 = jvp(∇L, (θ,), (v,)). The batches are
+    taken one at a time, so memory is that of one batch; the result is exact for the whole set.
+    """
+    grads = [grad(f) for f in losses]
+
+    def hvp(v: TensorDict) -> TensorDict:
+        out = None
+        for g in grads:
+            hb = jvp(g, (params,), (v,))[1]
+            out = hb if out is None else {k: out[k] + hb[k] for k in out}
+        return {k: t / len(grads) for k, t in out.items()}
+
+    return hvp
+
+
+# ----------------------------------------------------------------------------- vector algebra
+
+
+def dot(a: TensorDict, b: TensorDict) -> Tensor:
+    """⟨a, b⟩: the sum over all tensors of the elementwise product (a scalar)."""
+    return sum((a[k] * b[k]).sum() for k in a)
+
+
+def rowwise_dot(a: TensorDict, b: TensorDict) -> Tensor:
+    """⟨a_i, b_i⟩ for stacked vectors a, b [P, ...] → [P]."""
+    return sum((a[k] * b[k]).flatten(1).sum(1) for k in a)
+
+
+def norm(a: TensorDict) -> Tensor:
+    return torch.sqrt(sum(t.pow(2).sum() for t in a.values()))
+
+
+def parameter_count(params: TensorDict) -> int:
+    return sum(t.numel() for t in params.values())
+
+
+def rademacher(params: TensorDict, count: int, generator: torch.Generator) -> TensorDict:
+    """`count` probes with independent ±1 entries, stacked [count, ...] like `params`."""
+    out = {}
+    for name, t in params.items():
+        bits = torch.randint(0, 2, (count, *t.shape), generator=generator)
+        out[name] = (2.0 * bits - 1.0).to(dtype=t.dtype, device=t.device)
+    return out
+
+
+def batched_hvp(hvp: Hvp, vectors: TensorDict, chunk: int = 0) -> TensorDict:
+    """H applied to every stacked vector [P, ...], `chunk` vectors at a time under vmap (0: all)."""
+    p = next(iter(vectors.values())).shape[0]
+    step = p if chunk <= 0 else chunk
+    parts = [vmap(hvp)({k: v[i : i + step] for k, v in vectors.items()}) for i in range(0, p, step)]
+    return {k: torch.cat([part[k] for part in parts]) for k in vectors}
+
+
+# ----------------------------------------------------------------------------- estimators
+
+
+def hutchinson(hvp: Hvp, params: TensorDict, probes: int, generator: torch.Generator, chunk: int = 0) -> dict:
+    """Hutchinson estimate of tr H with `probes` Rademacher vectors.
+
+    Returns {"trace": mean of zᵢᵀHzᵢ, "stderr": std(zᵢᵀHzᵢ)/√P (sample std; nan for P = 1),
+    "samples": the P values zᵢᵀHzᵢ as a [P] tensor, "probes": P}.
+    """
+    if probes < 1:
+        raise ValueError(f"Hutchinson needs at least one probe, got {probes}")
+    z = rademacher(params, probes, generator)
+    samples = rowwise_dot(z, batched_hvp(hvp, z, chunk)).detach()
+    stderr = samples.double().std(unbiased=True).item() / math.sqrt(probes) if probes > 1 else float("nan")
+    return {"trace": samples.double().mean().item(), "stderr": stderr, "samples": samples, "probes": probes}
+
+
+def power_iteration(hvp: Hvp, params: TensorDict, iterations: int, generator: torch.Generator, tolerance: float = 0.0) -> dict:
+    """Eigenvalue of H of largest magnitude by power iteration from a Gaussian start.
+
+    Stops after `iterations` products or once the Rayleigh quotient changes by less than
+    `tolerance`·|λ| between iterations. Returns {"eigenvalue": λ = vᵀHv, "iterations": products
+    used, "residual": ‖Hv − λv‖ / |λ| at the returned v (0 for an exact eigenvector),
+    "vector": v (unit norm)}.
+    """
+    if iterations < 1:
+        raise ValueError(f"power iteration needs at least one iteration, got {iterations}")
+    v = {k: torch.randn(t.shape, generator=generator).to(dtype=t.dtype, device=t.device) for k, t in params.items()}
+    v = _scaled(v, 1.0 / norm(v))
+    eigenvalue, used = None, 0
+    for used in range(1, iterations + 1):
+        hv = hvp(v)
+        new = dot(v, hv).item()
+        size = norm(hv)
+        if size == 0:
+            return {"eigenvalue": 0.0, "iterations": used, "residual": 0.0, "vector": v}
+        converged = eigenvalue is not None and abs(new - eigenvalue) <= tolerance * abs(new)
+        eigenvalue = new
+        if converged or used == iterations:
+            break
+        v = _scaled(hv, 1.0 / size)
+    residual = norm({k: hv[k] - eigenvalue * v[k] for k in v}).item() / max(abs(eigenvalue), 1e-30)
+    return {"eigenvalue": eigenvalue, "iterations": used, "residual": residual, "vector": v}
+
+
+def _scaled(a: TensorDict, s: Tensor | float) -> TensorDict:
+    return {k: t * s for k, t in a.items()}

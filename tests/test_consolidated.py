@@ -1,0 +1,78 @@
+"""The consolidated reports/README.md: every present section in order, absent ones left out, the
+header from the config, the seeds section built from its barrier table and metrics."""
+
+from __future__ import annotations
+
+import json
+
+from modeconn.config import Config
+from modeconn.report import consolidated
+
+SEEDS_MD = """# Linear interpolation between independently trained seeds
+
+**Barrier definition.** whatever.
+
+| split   | metric   | barrier         | endpoints       |   pairs |
+|:--------|:---------|:----------------|:----------------|--------:|
+| train   | loss     | 4.9683 ± 0.5371 | 0.0177 ± 0.0017 |       6 |
+
+## Per pair
+
+| pair | split |
+|:-----|:------|
+| seed0–seed1 | test |
+"""
+
+
+def seeds_metrics(train_loss: float) -> dict:
+    ms = lambda m: {"mean": m, "std": 0.01}  # noqa: E731
+    return {"pairs": 6, "points": 25, "bn_reset": False,
+            "barrier": {"train": {"loss": ms(train_loss), "error": ms(0.7)}, "test": {"loss": ms(4.1), "error": ms(0.49)}},
+            "endpoint": {"train": {"loss": ms(0.018), "error": ms(0.0)}, "test": {"loss": ms(1.08), "error": ms(0.27)}}}
+
+
+def fake_reports(root, families, train_loss=4.97):
+    (root / "seeds").mkdir(parents=True)
+    (root / "seeds/barriers.md").write_text(SEEDS_MD)
+    (root / "seeds/metrics.json").write_text(json.dumps(seeds_metrics(train_loss)))
+    for f in families:
+        (root / f).mkdir()
+        (root / f / "section.md").write_text(f"## Section of {f}\n\nbody of {f} ![fig]({f}/fig.png)\n")
+
+
+def test_every_present_section_in_report_order(tmp_path):
+    fake_reports(tmp_path, ["landscape", "neb", "flatness"])
+    text = consolidated.write(Config(), tmp_path, tmp_path / "README.md")
+    assert (tmp_path / "README.md").read_text() == text
+    order = [text.index(h) for h in ("## Seeds:", "## Section of neb", "## Section of flatness", "## Section of landscape")]
+    assert order == sorted(order)
+    for absent in ("instability", "lottery", "curves", "fge", "simplex", "rebasin"):
+        assert f"Section of {absent}" not in text and f"- [{absent}]" not in text
+    assert "- [neb](#section-of-neb)" in text
+    assert "(neb/fig.png)" in text  # links stay relative to reports/
+
+
+def test_header_names_data_model_training_and_barrier_definition(tmp_path):
+    fake_reports(tmp_path, [])
+    cfg = Config.from_dict({"model": {"depth": 3, "width": 512}, "train": {"optimizer": "sgd", "lr": 0.1}})
+    text = consolidated.render(cfg, tmp_path)
+    assert "mnist1d" in text and "depth 3 × width 512" in text and "sgd (lr 0.1, momentum 0.9" in text
+    assert "**Barrier definition**" in text and "minus the mean of f at the two endpoints" in text
+
+
+def test_seeds_section_from_barrier_table_and_metrics(tmp_path):
+    fake_reports(tmp_path, [])
+    section = consolidated.seeds_section(tmp_path / "seeds")
+    assert section.startswith("## Seeds")
+    assert "| train   | loss     | 4.9683 ± 0.5371" in section and "Per pair" not in section
+    assert "a high barrier, as claimed" in section and "seeds/interpolation.png" in section
+    low = tmp_path / "low"
+    fake_reports(low, [], train_loss=0.01)
+    assert "no high barrier, unlike the claim" in consolidated.seeds_section(low / "seeds")
+
+
+def test_section_md_of_seeds_wins_and_missing_seeds_files_are_absent(tmp_path):
+    assert consolidated.sections(tmp_path) == []
+    (tmp_path / "seeds").mkdir()
+    (tmp_path / "seeds/section.md").write_text("## Seeds written by the family\n")
+    assert consolidated.sections(tmp_path) == [("seeds", "## Seeds written by the family\n")]
