@@ -14,17 +14,12 @@ rule lottery:
         LOTTERY_REPORT,
 
 
-def lottery_previous(wildcards):
-    """Level l prunes the tickets of level l-1 (level 1 prunes the trained dense seeds)."""
-    level = int(wildcards.level)
-    return [f"results/lottery/level{level - 1}"] if level > 1 else []
-
-
 rule lottery_level:
     input:
         data=DATA_FILE,
         seeds=[POPULATION_DIR[s] for s in LOTTERY_SEEDS],
-        previous=lottery_previous,
+        # level l prunes the tickets of level l-1 (level 1 prunes the trained dense seeds)
+        previous=lambda w: [f"results/lottery/level{int(w.level) - 1}"] if int(w.level) > 1 else [],
     output:
         directory("results/lottery/level{level}"),
     wildcard_constraints:
