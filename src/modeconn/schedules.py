@@ -9,6 +9,13 @@ T − W iterations with u = (i − W) / (T − W) ∈ [0, 1):
     step         f = γ^(number of milestones ≤ i)
     cosine       f = ½ (1 + cos(π u))                  (Loshchilov & Hutter 2017)
     triangular   f = 1 − |2u − 1| · (1 − ε), ε = 1e-3  (rises to the peak at mid-run, falls back)
+    curve        f = 1 for u ≤ ½, linear from 1 to 0.01 over ½ < u ≤ 0.9, 0.01 after
+                 (the curve-training schedule of Garipov et al. 2018)
+    cyclic       per-iteration cycles from lr1 (f = 1) down to lr2 (f = γ) and back (Garipov et al.
+                 2018, FGE, eq. 4). milestones = (m0, m1): cycles start at iteration m0 and last
+                 c = m1 − m0 iterations; with phase s = ((i − m0) mod c) / c,
+                 f = 1 − 2s(1 − γ) for s ≤ ½, f = γ + (2s − 1)(1 − γ) after; f = 1 before m0.
+                 f = γ exactly at i = m0 + jc + c/2 (c even): the low point where FGE snapshots.
 """
 
 from __future__ import annotations
@@ -51,6 +58,10 @@ def lr_factor(
             return 0.5 * (1.0 + math.cos(math.pi * u))
         if schedule == "triangular":
             return 1.0 - abs(2.0 * u - 1.0) * (1.0 - 1e-3)
+        if schedule == "curve":
+            return curve_factor(u)
+        if schedule == "cyclic":
+            return cyclic_factor(i, milestones, gamma)
         raise ValueError(f"unknown schedule {schedule!r}")
 
     def factor(i: int) -> float:
@@ -60,3 +71,23 @@ def lr_factor(
 
     factor(warmup)  # fail now, not mid-training, on an unknown schedule
     return factor
+
+
+def curve_factor(u: float) -> float:
+    """Garipov et al. 2018's curve schedule at fraction u ∈ [0, 1] of training."""
+    if u <= 0.5:
+        return 1.0
+    if u <= 0.9:
+        return 1.0 - (u - 0.5) / 0.4 * 0.99
+    return 0.01
+
+
+def cyclic_factor(i: int, milestones: tuple[int, ...], gamma: float) -> float:
+    """FGE's triangular cycle 1 → γ → 1 (see the module docstring); milestones = (m0, m0 + c)."""
+    if len(milestones) != 2 or milestones[1] <= milestones[0]:
+        raise ValueError(f"the cyclic schedule needs milestones (start, start + cycle), got {milestones}")
+    m0, c = milestones[0], milestones[1] - milestones[0]
+    if i < m0:
+        return 1.0
+    s = ((i - m0) % c) / c
+    return 1.0 - 2.0 * s * (1.0 - gamma) if s <= 0.5 else gamma + (2.0 * s - 1.0) * (1.0 - gamma)

@@ -1,6 +1,137 @@
-# curves family (see its issue): target rule `curves` lists every report file of the family.
+# Curves family (Garipov et al. 2018): Bezier / PolyChain curves between the minima of the first
+# `curves.pairs` seed pairs, evaluated along t next to the linear path, ensembles along the curves,
+# and the plane through each curve's endpoints and free bend.
+CURVE_PAIRS = SEED_PAIRS[: CFG.curves.pairs]
+CURVE_KINDS = list(CFG.curves.kinds)
+CURVES_REPORT = [
+    f"reports/curves/{name}"
+    for name in (
+        "table.csv", "table.md", "ensembles.csv", "ensembles.md", "along.csv",
+        "along.png", "ensembles.png", "plane.png", "metrics.json", "section.md",
+    )
+]
+
+
+def seed_checkpoint(seed):
+    return f"{POPULATION_DIR[int(seed)]}/seed{seed}.safetensors"
+
+
+def curve_files(w):
+    return [f"results/curves/seed{w.a}-seed{w.b}.{kind}.safetensors" for kind in CURVE_KINDS]
 
 
 rule curves:
     input:
-        [],
+        CURVES_REPORT,
+
+
+rule train_curves:
+    input:
+        data=DATA_FILE,
+        a=lambda w: POPULATION_DIR[int(w.a)],
+        b=lambda w: POPULATION_DIR[int(w.b)],
+    output:
+        [f"results/curves/seed{{a}}-seed{{b}}.{kind}.safetensors" for kind in CURVE_KINDS],
+    wildcard_constraints:
+        a=r"\d+",
+        b=r"\d+",
+    params:
+        cfg=params_json(data=True, model=True, train=True, curves=True),
+        code=code(*EVALUATION_CODE, "train.py", "schedules.py"),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=GPU,
+    log:
+        "logs/curves/train_seed{a}-seed{b}.log",
+    shell:
+        "modeconn train-curves --params {params.cfg:q} --data {input.data:q}"
+        " --a {input.a:q}/seed{wildcards.a}.safetensors --b {input.b:q}/seed{wildcards.b}.safetensors"
+        " --out {output:q} --threads {threads} --rule train_curves --wildcards a={wildcards.a},b={wildcards.b}"
+        " > {log:q} 2>&1"
+
+
+rule evaluate_curves:
+    input:
+        data=DATA_FILE,
+        a=lambda w: POPULATION_DIR[int(w.a)],
+        b=lambda w: POPULATION_DIR[int(w.b)],
+        curves=curve_files,
+    output:
+        along="results/curves/along/seed{a}-seed{b}.csv",
+        ensembles="results/curves/ensembles/seed{a}-seed{b}.csv",
+    wildcard_constraints:
+        a=r"\d+",
+        b=r"\d+",
+    params:
+        cfg=params_json(data=True, model=True, evaluation=True, curves=True),
+        code=code(*EVALUATION_CODE),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=GPU,
+    log:
+        "logs/curves/evaluate_seed{a}-seed{b}.log",
+    shell:
+        "modeconn evaluate-curves --params {params.cfg:q} --data {input.data:q}"
+        " --a {input.a:q}/seed{wildcards.a}.safetensors --b {input.b:q}/seed{wildcards.b}.safetensors"
+        " --curves {input.curves:q} --along {output.along:q} --ensembles {output.ensembles:q}"
+        " --threads {threads} --rule evaluate_curves --wildcards a={wildcards.a},b={wildcards.b} > {log:q} 2>&1"
+
+
+rule curve_plane:
+    input:
+        data=DATA_FILE,
+        a=lambda w: POPULATION_DIR[int(w.a)],
+        b=lambda w: POPULATION_DIR[int(w.b)],
+        curves=curve_files,
+    output:
+        "results/curves/plane/seed{a}-seed{b}.csv",
+    wildcard_constraints:
+        a=r"\d+",
+        b=r"\d+",
+    params:
+        cfg=params_json(data=True, model=True, evaluation=True, curves=True),
+        code=code(*EVALUATION_CODE),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=GPU,
+    log:
+        "logs/curves/plane_seed{a}-seed{b}.log",
+    shell:
+        "modeconn curve-plane --params {params.cfg:q} --data {input.data:q}"
+        " --a {input.a:q}/seed{wildcards.a}.safetensors --b {input.b:q}/seed{wildcards.b}.safetensors"
+        " --curves {input.curves:q} --out {output:q}"
+        " --threads {threads} --rule curve_plane --wildcards a={wildcards.a},b={wildcards.b} > {log:q} 2>&1"
+
+
+rule report_curves:
+    input:
+        along=[f"results/curves/along/seed{a}-seed{b}.csv" for a, b in CURVE_PAIRS],
+        ensembles=[f"results/curves/ensembles/seed{a}-seed{b}.csv" for a, b in CURVE_PAIRS],
+        planes=[f"results/curves/plane/seed{a}-seed{b}.csv" for a, b in CURVE_PAIRS],
+    output:
+        table=report("reports/curves/table.csv", caption="../report/curves_table.rst", category="Curves", labels={"what": "curve table"}),
+        table_md="reports/curves/table.md",
+        ensembles=report("reports/curves/ensembles.csv", caption="../report/curves_ensembles.rst", category="Curves", labels={"what": "ensembles table"}),
+        ensembles_md="reports/curves/ensembles.md",
+        points="reports/curves/along.csv",
+        along=report("reports/curves/along.png", caption="../report/curves_along.rst", category="Curves", labels={"what": "along the paths"}),
+        ensembles_png=report("reports/curves/ensembles.png", caption="../report/curves_ensembles_figure.rst", category="Curves", labels={"what": "ensembles figure"}),
+        plane=report("reports/curves/plane.png", caption="../report/curves_plane.rst", category="Curves", labels={"what": "curve plane"}),
+        metrics="reports/curves/metrics.json",
+        section="reports/curves/section.md",
+    params:
+        cfg=params_json(data=True, model=True, curves=True),
+        code=code("report", "core", "io.py"),
+    conda:
+        ENV
+    log:
+        "logs/curves/report.log",
+    shell:
+        "modeconn report-curves --params {params.cfg:q} --out-dir reports/curves --rule report_curves"
+        " --along {input.along:q} --ensembles {input.ensembles:q} --planes {input.planes:q} > {log:q} 2>&1"

@@ -1,6 +1,85 @@
-# fge family (see its issue): target rule `fge` lists every report file of the family.
+# FGE and SWA (Garipov et al. 2018; Izmailov et al. 2018): every seed is continued from its own
+# checkpoint (fge.start, swa.start; the seeds' training saves them) as one population per method.
+FGE_REPORT = [
+    f"reports/fge/{name}"
+    for name in ("fge.csv", "fge.md", "swa.csv", "swa.md", "ensemble_size.csv", "fge.png", "metrics.json", "section.md")
+]
+FGE_SEED_DIRS = [POPULATION_DIR[s] for s in SEEDS]
 
 
 rule fge:
     input:
-        [],
+        FGE_REPORT,
+
+
+rule train_fge:
+    input:
+        data=DATA_FILE,
+        seeds=sorted(set(FGE_SEED_DIRS)),
+    output:
+        snapshots=directory("results/fge/snapshots"),
+        table="results/fge/fge.csv",
+    params:
+        cfg=params_json(data=True, model=True, train=True, evaluation=True, fge=True),
+        code=code(*EVALUATION_CODE, "train.py", "schedules.py"),
+        seeds=" ".join(map(str, SEEDS)),
+        dirs=" ".join(FGE_SEED_DIRS),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=GPU,
+    log:
+        "logs/fge/fge.log",
+    shell:
+        "modeconn fge --params {params.cfg:q} --data {input.data:q} --seeds {params.seeds} --seed-dirs {params.dirs}"
+        " --out-dir {output.snapshots:q} --out {output.table:q} --threads {threads} --rule train_fge > {log:q} 2>&1"
+
+
+rule train_swa:
+    input:
+        data=DATA_FILE,
+        seeds=sorted(set(FGE_SEED_DIRS)),
+    output:
+        models=directory("results/swa/models"),
+        table="results/swa/swa.csv",
+    params:
+        cfg=params_json(data=True, model=True, train=True, evaluation=True, swa=True),
+        code=code(*EVALUATION_CODE, "train.py", "schedules.py"),
+        seeds=" ".join(map(str, SEEDS)),
+        dirs=" ".join(FGE_SEED_DIRS),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=GPU,
+    log:
+        "logs/fge/swa.log",
+    shell:
+        "modeconn swa --params {params.cfg:q} --data {input.data:q} --seeds {params.seeds} --seed-dirs {params.dirs}"
+        " --out-dir {output.models:q} --out {output.table:q} --threads {threads} --rule train_swa > {log:q} 2>&1"
+
+
+rule report_fge:
+    input:
+        fge="results/fge/fge.csv",
+        swa="results/swa/swa.csv",
+    output:
+        fge=report("reports/fge/fge.csv", caption="../report/fge_table.rst", category="FGE and SWA", labels={"what": "FGE table"}),
+        fge_md="reports/fge/fge.md",
+        swa=report("reports/fge/swa.csv", caption="../report/fge_swa.rst", category="FGE and SWA", labels={"what": "SWA table"}),
+        swa_md="reports/fge/swa.md",
+        points="reports/fge/ensemble_size.csv",
+        figure=report("reports/fge/fge.png", caption="../report/fge_figure.rst", category="FGE and SWA", labels={"what": "FGE figure"}),
+        metrics="reports/fge/metrics.json",
+        section="reports/fge/section.md",
+    params:
+        cfg=params_json(data=True, model=True, train=True, fge=True, swa=True),
+        code=code("report", "core", "io.py"),
+    conda:
+        ENV
+    log:
+        "logs/fge/report.log",
+    shell:
+        "modeconn report-fge --params {params.cfg:q} --out-dir reports/fge --rule report_fge"
+        " --fge {input.fge:q} --swa {input.swa:q} > {log:q} 2>&1"
