@@ -3,10 +3,10 @@
 #
 # Inputs of the curvature jobs come from the two dicts below, one entry per family: extend them as
 # families land (one curvature job per family and dict; the report takes every job's table).
+# The helpers (seed_file, needed, path_spec, readme_inputs...) live in flatness_helpers.smk.
 
 
-def seed_file(seed):
-    return f"{POPULATION_DIR[seed]}/seed{seed}.safetensors"
+include: "flatness_helpers.smk"
 
 
 # family -> checkpoints of its minima (any network checkpoint: seed, fork, ticket, fge, swa...)
@@ -32,7 +32,8 @@ LANDSCAPE_REPORT = [
     f"reports/landscape/{name}"
     for name in ("landscape_1d.png", "landscape_2d.png", "between.png", "surface_1d.csv", "surface_2d.csv", "between.csv", "metrics.json", "section.md")
 ]
-# The consolidated report, in this order; a family is included when its target lists a section.md
+# The consolidated report, families in this order. README_INPUTS names what a family's section is
+# made from; a family not in it is included when its target rule lists reports/<family>/section.md
 # (the seeds' section is built from its barrier table and metrics).
 README_FAMILIES = ["seeds", "instability", "lottery", "curves", "fge", "neb", "simplex", "rebasin", "flatness", "landscape"]
 README_INPUTS = {
@@ -41,36 +42,6 @@ README_INPUTS = {
     "landscape": ["reports/landscape/section.md"],
 }
 FLATNESS_CODE = (*EVALUATION_CODE, "sections", "train.py")
-
-
-def needed(path):
-    """The workflow output that provides `path` (its directory() output, or the file itself)."""
-    for directory in DIRECTORY_OUTPUTS:
-        if path.startswith(directory + "/"):
-            return directory
-    return path
-
-
-def declared_section(family):
-    """reports/<family>/section.md if the family's target already lists it, else nothing."""
-    section = f"reports/{family}/section.md"
-    target = getattr(rules, family, None)
-    return [section] if target is not None and section in list(target.input) else []
-
-
-def readme_inputs():
-    files = []
-    for family in README_FAMILIES:
-        files += README_INPUTS.get(family) or declared_section(family)
-    return files
-
-
-def path_spec(family, path):
-    return f"{family}=" + (",".join(path) if isinstance(path, (tuple, list)) else path)
-
-
-def path_files(path):
-    return list(path) if isinstance(path, (tuple, list)) else [path]
 
 
 rule flatness:

@@ -54,7 +54,8 @@ def definition(table: pd.DataFrame) -> str:
         f"{int(r.hessian_batch_size)} = {int(r.hessian_examples)} {r.hessian_split} examples (the same for every network), "
         f"module in {r.hessian_mode} mode, w.r.t. all {int(r.parameters)} parameters. Trace: Hutchinson estimate with "
         f"{int(r.probes)} Rademacher probes (± its standard error, std/√probes). Top eigenvalue: power iteration "
-        f"(at most {int(r.power_iterations_max)} Hessian-vector products). Test error on the full test split. "
+        f"(at most {int(r.power_iterations_max)} Hessian-vector products; its residual ‖Hv − λv‖/|λ| says how far from "
+        f"converged, mean over the family). Test error on the full test split. "
         f"BatchNorm statistics: {bn}."
     )
 
@@ -67,6 +68,7 @@ def per_family(minima: pd.DataFrame) -> pd.DataFrame:
         for col in ("trace", "top_eigenvalue", "test_error", "train_loss"):
             row[f"{col}_mean"], row[f"{col}_std"] = mean_std(torch.tensor(g[col].to_numpy()))
         row["trace_se_mean"] = float(g.trace_se.mean())
+        row["eig_residual_mean"] = float(g.eig_residual.mean())
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -85,6 +87,7 @@ def markdown(fam: pd.DataFrame, paths: pd.DataFrame, table: pd.DataFrame) -> str
         "Hessian trace": [f"{m:.1f} ± {s:.1f}" for m, s in zip(fam.trace_mean, fam.trace_std)],
         "mean SE of trace": [f"{v:.1f}" for v in fam.trace_se_mean],
         "top eigenvalue": [f"{m:.2f} ± {s:.2f}" for m, s in zip(fam.top_eigenvalue_mean, fam.top_eigenvalue_std)],
+        "power-iteration residual": [f"{v:.3f}" for v in fam.eig_residual_mean],
         "test error": [f"{m:.4f} ± {s:.4f}" for m, s in zip(fam.test_error_mean, fam.test_error_std)],
     })
     lines = ["### Hessian trace at minima, per family", "", f"**Definition.** {definition(table)} "
@@ -166,15 +169,19 @@ def section(fam: pd.DataFrame, paths: pd.DataFrame, table: pd.DataFrame, m: dict
              "![Trace vs test error](flatness/sharpness.png)", ""]
     rho = m["trace_test_error_spearman"]
     if rho is not None:
-        lines += [f"Across the {m['minima']} minima the rank correlation of trace and test error is {rho:+.2f}; "
-                  "Keskar et al. report flatter minima generalising better (a positive correlation) when sharpness "
-                  "is driven by the batch size, while minima of one recipe differing only in seed give no such trend.", ""]
+        trend = "the sign Keskar et al. report" if rho > 0 else "the opposite sign to Keskar et al.'s finding"
+        lines += [f"Across the {m['minima']} minima the rank correlation (Spearman) of trace and test error is {rho:+.2f}, "
+                  f"{trend} (sharper minima, reached with large batches, generalise worse). Here the minima differ in seed "
+                  "and method rather than batch size, and with this few of them the correlation is weak evidence either way.", ""]
     if len(paths):
         ratio = m["path_peak_trace_over_endpoints"]["mean"]
+        shape = ("the curvature rises well above the minima's on the way, where the loss barrier is (Frankle et al. 2020; "
+                 "Garipov et al. 2018: independently trained minima are not joined by a low-loss line)") if ratio > 1.5 else \
+                ("the curvature stays near the minima's level along the paths, as on a low-loss connecting path (Garipov et al. 2018; "
+                 "Draxler et al. 2018)")
         lines += ["![Curvature along paths](flatness/paths.png)", "",
-                  f"Along the paths the largest trace is on average {ratio:.1f}× the mean trace of the two end minima: "
-                  "the loss barrier between independently trained minima (Frankle et al. 2020; Garipov et al. 2018) comes "
-                  "with higher curvature on the way, while a low-loss curve would keep it near the minima's level.", ""]
+                  f"Along the {m['path_peak_trace_over_endpoints']['paths']} paths the largest trace is on average {ratio:.1f}× the mean "
+                  f"trace of the path's two end minima: {shape}.", ""]
     lines += [CAVEAT, ""]
     return "\n".join(lines)
 
@@ -187,7 +194,7 @@ def write(csvs: list[Path], out_dir: Path, cfg=None) -> dict:
         raise ValueError("curvature results hold no minimum (only paths)")
     fam = per_family(minima)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, frame in (("traces.csv", fam), ("minima.csv", minima[["family", "kind", "source", "trace", "trace_se", "top_eigenvalue", "train_loss", "test_error"]]), ("paths.csv", paths)):
+    for name, frame in (("traces.csv", fam), ("minima.csv", minima[["family", "kind", "source", "trace", "trace_se", "top_eigenvalue", "eig_residual", "train_loss", "test_error"]]), ("paths.csv", paths)):
         with atomic_path(out_dir / name) as tmp:
             frame.to_csv(tmp, index=False)
     write_text(out_dir / "traces.md", "# Hessian trace and top eigenvalue\n\n" + markdown(fam, paths, table) + "\n" + CAVEAT + "\n")

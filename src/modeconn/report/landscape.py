@@ -37,7 +37,7 @@ def figure_1d(table: pd.DataFrame, path: Path) -> None:
     """Loss (left) and error (right) along α·d₁ around every minimum, train and test."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, metric in zip(axes, METRICS):
-        sns.lineplot(data=table, x="alpha", y=metric, hue="center", style="split", ax=ax, marker=".")
+        sns.lineplot(data=table, x="alpha", y=metric, hue="center", style="split", ax=ax, marker=".", legend=ax is axes[0])
         ax.axvline(0.0, color="grey", lw=0.8, ls=":")
         ax.set_xlabel("α  (θ = θ* + α d, d filter-normalised)")
         ax.set_ylabel(f"{metric} (first {int(table.examples.iloc[0])} examples)")
@@ -73,7 +73,7 @@ def figure_2d(table: pd.DataFrame, path: Path) -> None:
 def figure_between(table: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, metric in zip(axes, METRICS):
-        sns.lineplot(data=table, x="alpha", y=metric, hue="pair", style="split", ax=ax, marker=".")
+        sns.lineplot(data=table, x="alpha", y=metric, hue="pair", style="split", ax=ax, marker=".", legend=ax is axes[0])
         for x in (0.0, 1.0):
             ax.axvline(x, color="grey", lw=0.8, ls=":")
         ax.set_xlabel("α  (θ = (1−α) θ_A + α θ_B; minima at 0 and 1)")
@@ -89,6 +89,7 @@ def center_metrics(one: pd.DataFrame, two: pd.DataFrame) -> dict:
         at0 = tr.loc[tr.alpha.abs().idxmin()]
         edge = tr[tr.alpha.abs() == tr.alpha.abs().max()]
         out[center] = {"train_loss_at_minimum": float(at0.loss), "train_loss_at_span_edges": float(edge.loss.mean()),
+                       "bowl_1d": bowl(tr.alpha.to_numpy(), tr.loss.to_numpy()),
                        "test_error_at_minimum": float(g[(g.split == "test")].set_index("alpha").error.loc[at0.alpha])}
     for center, g in two.groupby("center"):
         tr = g[g.split == "train"]
@@ -97,6 +98,13 @@ def center_metrics(one: pd.DataFrame, two: pd.DataFrame) -> dict:
         # a rough "basin width" for comparing minima drawn with the same span.
         out.setdefault(center, {})["basin_fraction_2d"] = float((tr.loss <= 2 * base + 0.1).mean())
     return out
+
+
+def bowl(alpha: np.ndarray, loss: np.ndarray, slack: float = 1e-3) -> bool:
+    """True if the loss never decreases moving away from α = 0 on either side (up to `slack`):
+    the convex-looking basin Li et al. (2018) see around minima of well-generalising networks."""
+    right, left = loss[alpha >= 0], loss[alpha <= 0][::-1]
+    return bool((np.diff(right) >= -slack).all() and (np.diff(left) >= -slack).all())
 
 
 def between_metrics(table: pd.DataFrame) -> dict:
@@ -125,7 +133,8 @@ def section(m: dict, one: pd.DataFrame, between: pd.DataFrame, cfg) -> str:
     for center, v in m["centers"].items():
         lines.append(f"- {center}: train loss {v['train_loss_at_minimum']:.4f} at the minimum and {v['train_loss_at_span_edges']:.3f} "
                      f"at the edges of the 1-D plot" + (f"; {100 * v['basin_fraction_2d']:.0f}% of the 2-D square stays below twice the minimum's loss + 0.1" if "basin_fraction_2d" in v else "")
-                     + ". Li et al. find that well-trained, well-generalising networks sit in convex-looking basins that filter-normalised plots show at comparable scale.")
+                     + (". The 1-D train loss rises monotonically on both sides: a convex-looking basin, as Li et al. find around minima of well-generalising networks."
+                        if v["bowl_1d"] else ". The 1-D train loss does not rise monotonically on both sides: not the convex-looking basin Li et al. find around minima of well-generalising networks."))
     if len(between):
         lines += ["", "![Between minima](landscape/between.png)", ""]
         for pair, v in m["between"].items():
