@@ -154,3 +154,65 @@ def test_flatten_round_trip():
     x, spec = neb.flatten_members(params)
     back = neb.unflatten(x, spec)
     assert all(torch.equal(back[k], params[k]) for k in params)
+
+
+# ----------------------------------------------------------------------------- stages (CLI, tiny data)
+
+STAGE_PARAMS = {
+    "data": {"name": "mnist1d", "num_samples": 400},
+    "model": {"name": "mlp", "depth": 1, "width": 16},
+    "train": {"duration": "2ep", "batch_size": 50},
+    "seeds": {"count": 3},
+    "neb": {"cycles": [{"method": "equal", "insert": 1, "steps": "5it", "lr": 0.01},
+                       {"method": "highest", "insert": 1, "steps": "5it", "lr": 0.01}], "dense_points": 3, "eval_examples": 100},
+    "simplex": {"duration": "2it", "vertices": 3, "eval_samples": 2, "ensemble_samples": 2},
+    "tracking": {"enabled": False},
+}
+
+
+def _run(*args: str) -> int:
+    import json
+
+    from modeconn.cli import main
+
+    return main([*args, "--params", json.dumps(STAGE_PARAMS), "--threads", "1", "--device", "cpu"])
+
+
+def test_neb_and_simplex_stages_write_self_describing_outputs(tmp_path):
+    import pandas as pd
+
+    from modeconn import checkpoint
+
+    data = str(tmp_path / "data.safetensors")
+    assert _run("prepare-data", "--out", data) == 0
+    assert _run("train-seeds", "--seeds", "0", "1", "2", "--data", data, "--out-dir", str(tmp_path / "pop")) == 0
+    seeds = [str(tmp_path / f"pop/seed{s}.safetensors") for s in range(3)]
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert _run("neb-connect", "--data", data, "--a", seeds[a], "--b", seeds[b], "--out", str(tmp_path / f"neb/seed{a}-seed{b}.safetensors")) == 0
+        assert _run("interpolate", "--data", data, "--a", seeds[a], "--b", seeds[b], "--out", str(tmp_path / f"lin/seed{a}-seed{b}.csv")) == 0
+    path = checkpoint.load(tmp_path / "neb/seed0-seed1.safetensors")
+    assert path.meta["kind"] == "path" and path.meta["path"] == "polychain" and path.meta["seeds"] == [0, 1]
+    m = path.meta["anchors"]
+    assert m in (3, 4)  # 2 → 3 pivots (equal), then at most one more (highest)
+    ends = [checkpoint.load(s) for s in seeds[:2]]
+    for name, stacked in path.params.items():
+        assert stacked.shape[0] == m
+        assert torch.allclose(stacked[0], ends[0].params[name]) and torch.allclose(stacked[-1], ends[1].params[name])
+    table = pd.read_csv(tmp_path / "neb/seed0-seed1.csv")
+    assert table["pivot"].sum() == 2 * m and table.t.min() == 0.0 and table.t.max() == 1.0
+    neb_csvs = sorted(str(p) for p in (tmp_path / "neb").glob("*.csv"))
+    lin_csvs = sorted(str(p) for p in (tmp_path / "lin").glob("*.csv"))
+    assert _run("report-neb", "--neb", *neb_csvs, "--linear", *lin_csvs, "--out-dir", str(tmp_path / "reports/neb")) == 0
+    edges = pd.read_csv(tmp_path / "reports/neb/mst.csv")
+    assert len(edges) == 2  # a spanning tree of 3 seeds
+    assert (tmp_path / "reports/neb/section.md").read_text().startswith("## AutoNEB")
+
+    assert _run("simplex-grow", "--data", data, "--seeds", *seeds, "--out-dir", str(tmp_path / "simplex")) == 0
+    sim = checkpoint.load(tmp_path / "simplex/seed2.safetensors")
+    assert sim.meta["kind"] == "simplex" and sim.meta["vertices"] == 3
+    assert all(v.shape[0] == 3 for v in sim.params.values())
+    seed2 = checkpoint.load(seeds[2])
+    assert all(torch.equal(sim.params[k][0], seed2.params[k]) for k in seed2.params)
+    assert _run("report-simplex", "--points", str(tmp_path / "simplex/points.csv"), "--ensemble", str(tmp_path / "simplex/ensemble.csv"),
+                "--out-dir", str(tmp_path / "reports/simplex")) == 0
+    assert set(pd.read_csv(tmp_path / "reports/simplex/sizes.csv").vertices) == {1, 2, 3}

@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -157,8 +158,11 @@ def mst_figure(pairs: pd.DataFrame, edges: pd.DataFrame, path: Path) -> None:
         mat[idx[r.seed_b], idx[r.seed_a]] = r.neb_saddle
         mat[idx[r.seed_a], idx[r.seed_b]] = getattr(r, "linear_saddle", np.nan)
     fig, ax = plt.subplots(figsize=(1.2 * len(seeds) + 2.5, 1.0 * len(seeds) + 1.5))
-    sns.heatmap(mat, annot=True, fmt=".3f", cmap="viridis", xticklabels=seeds, yticklabels=seeds, ax=ax,
-                cbar_kws={"label": "saddle train loss"})
+    finite = mat[np.isfinite(mat)]
+    # Linear saddles are often 10x the AutoNEB ones: a log colour scale keeps both readable.
+    norm = LogNorm(finite.min(), finite.max()) if finite.size and finite.min() > 0 else None
+    sns.heatmap(mat, annot=True, fmt=".3f", cmap="viridis", norm=norm, xticklabels=seeds, yticklabels=seeds, ax=ax,
+                cbar_kws={"label": "saddle train loss (log colour scale)"})
     for e in edges.itertuples():
         ax.add_patch(plt.Rectangle((idx[e.seed_a], idx[e.seed_b]), 1, 1, fill=False, edgecolor="red", lw=2.5))
     ax.set_xlabel("seed")

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from ..schedules import iterations
 
 DEFAULT_CYCLES = (
-    {"method": "equal", "insert": 3, "steps": "100it", "lr": 0.001},
-    {"method": "highest", "insert": 2, "steps": "100it", "lr": 0.001},
-    {"method": "highest", "insert": 2, "steps": "100it", "lr": 0.0003},
+    {"method": "equal", "insert": 3, "steps": "200it", "lr": 0.002},
+    {"method": "highest", "insert": 2, "steps": "200it", "lr": 0.001},
+    {"method": "highest", "insert": 2, "steps": "200it", "lr": 0.0005},
 )
 
 
@@ -47,7 +47,7 @@ class SimplexConfig:
     momentum: float = 0.9
     batch_size: int = 128
     samples: int = 3
-    volume_weight: float = 0.001
+    volume_weight: float = 0.2
     eval_samples: int = 8
     ensemble_samples: int = 4
 
