@@ -218,3 +218,43 @@ def test_stage_table_records_the_evaluation_set_with_every_number():
     # The same network alone gives the same numbers (same fixed set, probes and start).
     alone = flatness.group_table(cfg, data, model, flatness.Group("seeds", "seed", "x", "", [0.0], {k: v[1:] for k, v in params.items()}, buffers), batches)
     assert alone.trace.iloc[0] == pytest.approx(table.trace.iloc[1], rel=1e-5)
+
+
+def test_dinh_rescaling_keeps_the_function_and_changes_the_curvature():
+    model, params, buffers, losses = tiny_problem()
+    x, _ = synthetic(32, MLP_SHAPE, seed=5)
+    scaled = curvature.rescaled_layers(params, "layers.0", "classifier", 5.0)
+    out = functional_call(model, (params, buffers), (x.double(),))
+    torch.testing.assert_close(functional_call(model, (scaled, buffers), (x.double(),)), out)
+    exact = torch.trace(exact_hessian(losses, params)).item()
+    exact_scaled = torch.trace(exact_hessian(losses, scaled)).item()
+    assert abs(exact_scaled - exact) > 0.5 * abs(exact)
+    with pytest.raises(ValueError, match="positive"):
+        curvature.rescaled_layers(params, "layers.0", "classifier", 0.0)
+
+
+def test_report_from_minima_only_and_from_minima_with_paths(tmp_path):
+    from modeconn.report import flatness as report
+    from modeconn.stages import flatness
+    from modeconn.stages.common import skeleton
+
+    cfg, data = stage_cfg(), tiny_data()
+    model = skeleton(cfg, data, torch.device("cpu"))
+    _, params, buffers = population("mlp", [0, 1, 2])
+    batches = flatness.evaluation_batches(data, cfg)
+    minima = flatness.Group("seeds", "seed", "s.safetensors", "", [float("nan")] * 3, params, buffers)
+    groups = [minima, *flatness.rescaled(cfg, model, [flatness.Group("seeds", "seed", "s.safetensors", "", [float("nan")], {k: v[:1] for k, v in params.items()}, buffers)])]
+    assert groups[-1].kind == "rescaled"
+    only = tmp_path / "minima.csv"
+    pd_table = __import__("pandas").concat([flatness.group_table(cfg, data, model, g, batches) for g in groups])
+    pd_table.to_csv(only, index=False)
+    m = report.write([only], tmp_path / "a", cfg)
+    assert m["minima"] == 3 and len(m["rescaled"]) == 1  # the rescaled copy is not counted as a minimum
+    assert "Dinh et al. 2017" in (tmp_path / "a/section.md").read_text()
+    path = flatness.Group("seeds", "path", "s0–s1", "linear", [0.0, 0.5, 1.0], params, buffers)
+    paths = tmp_path / "paths.csv"
+    flatness.group_table(cfg, data, model, path, batches).to_csv(paths, index=False)
+    m = report.write([only, paths], tmp_path / "b", cfg)
+    assert m["path_peak_trace_over_endpoints"]["paths"] == 1
+    for name in ("traces.csv", "traces.md", "minima.csv", "paths.csv", "paths.png", "sharpness.png", "metrics.json", "section.md"):
+        assert (tmp_path / "b" / name).stat().st_size > 0, name

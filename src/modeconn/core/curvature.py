@@ -179,3 +179,23 @@ def power_iteration(hvp: Hvp, params: TensorDict, iterations: int, generator: to
 
 def _scaled(a: TensorDict, s: Tensor | float) -> TensorDict:
     return {k: t * s for k, t in a.items()}
+
+
+# ----------------------------------------------------------------------------- reparametrisation
+
+
+def rescaled_layers(params: TensorDict, first: str, second: str, c: float) -> TensorDict:
+    """θ' with layer `first` (weight and bias) multiplied by c > 0 and layer `second`'s weight by 1/c.
+
+    With a ReLU between the two layers (and no normalisation), relu(c·z) = c·relu(z), so θ' computes
+    the same function as θ, yet its Hessian differs: the curvature along `first` scales by 1/c² and
+    along `second` by c² (Dinh et al. 2017, "Sharp minima can generalize for deep nets", Sec. 4).
+    """
+    if c <= 0:
+        raise ValueError(f"the rescaling factor must be positive, got {c}")
+    out = dict(params)
+    for name in (f"{first}.weight", f"{first}.bias"):
+        if name in out:
+            out[name] = out[name] * c
+    out[f"{second}.weight"] = out[f"{second}.weight"] / c
+    return out

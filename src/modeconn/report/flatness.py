@@ -42,7 +42,10 @@ CAVEAT = (
 def read(csvs: list[Path]) -> pd.DataFrame:
     if not csvs:
         raise ValueError("no curvature results given")
-    return pd.concat([pd.read_csv(p) for p in csvs], ignore_index=True)
+    table = pd.concat([pd.read_csv(p) for p in csvs], ignore_index=True)
+    labels = ["family", "kind", "source", "path"]  # a minima-only CSV has an empty (all-NaN) path column
+    table[labels] = table[labels].fillna("").astype(str)
+    return table
 
 
 def definition(table: pd.DataFrame) -> str:
@@ -157,6 +160,19 @@ def metrics(fam: pd.DataFrame, minima: pd.DataFrame, paths: pd.DataFrame, table:
     return out
 
 
+def dinh_check(minima: pd.DataFrame, rescaled: pd.DataFrame) -> list[dict]:
+    """Each rescaled network next to its original: same function, other curvature."""
+    out = []
+    for r in rescaled.itertuples():
+        original = minima[(minima.family == r.family) & (minima.source == r.source.split(" (")[0])]
+        if original.empty:
+            continue
+        o = original.iloc[0]
+        out.append({"network": r.source, "trace": r.trace, "trace_original": o.trace, "top_eigenvalue": r.top_eigenvalue,
+                    "top_eigenvalue_original": o.top_eigenvalue, "test_error": r.test_error, "test_error_original": o.test_error})
+    return out
+
+
 def _finite(v: float):
     return None if v != v else v
 
@@ -183,12 +199,17 @@ def section(fam: pd.DataFrame, paths: pd.DataFrame, table: pd.DataFrame, m: dict
                   f"Along the {m['path_peak_trace_over_endpoints']['paths']} paths the largest trace is on average {ratio:.1f}× the mean "
                   f"trace of the path's two end minima: {shape}.", ""]
     lines += [CAVEAT, ""]
+    for d in m.get("rescaled", []):
+        lines += [f"Checked here: {d['network']} computes the same function (test error {d['test_error']:.4f} vs "
+                  f"{d['test_error_original']:.4f}) but has Hessian trace {d['trace']:.1f} vs {d['trace_original']:.1f} and top "
+                  f"eigenvalue {d['top_eigenvalue']:.2f} vs {d['top_eigenvalue_original']:.2f}.", ""]
     return "\n".join(lines)
 
 
 def write(csvs: list[Path], out_dir: Path, cfg=None) -> dict:
     table = read(csvs)
-    minima = table[~table.kind.isin(["path", "simplex"])].reset_index(drop=True)
+    minima = table[~table.kind.isin(["path", "simplex", "rescaled"])].reset_index(drop=True)
+    rescaled = table[table.kind == "rescaled"]
     paths = path_table(table)
     if minima.empty:
         raise ValueError("curvature results hold no minimum (only paths)")
@@ -207,6 +228,7 @@ def write(csvs: list[Path], out_dir: Path, cfg=None) -> dict:
         ax.axis("off")
         _save(fig, out_dir / "paths.png")
     m = metrics(fam, minima, paths, table)
+    m["rescaled"] = dinh_check(minima, rescaled)
     write_json(out_dir / "metrics.json", m)
     write_text(out_dir / "section.md", section(fam, paths, table, m))
     return m

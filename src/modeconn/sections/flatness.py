@@ -23,6 +23,7 @@ class FlatnessConfig:
     tolerance: float = 0.001
     seed: int = 0
     path_points: int = 5
+    rescale: float = 4.0
 
     @property
     def examples(self) -> int:

@@ -168,6 +168,20 @@ def load_path(cfg: Config, spec: Spec, device: torch.device) -> Group:
     return Group(spec.family, "path", source, kind, t.tolist(), combine(coeffs, anchors_p), combine(coeffs, anchors_b))
 
 
+def rescaled(cfg: Config, model: torch.nn.Module, groups: list[Group]) -> list[Group]:
+    """Dinh et al.'s reparametrisation of the first minimum (same function, other Hessian), where it
+    applies: an MLP without normalisation and `flatness.rescale` > 0. Labelled kind "rescaled"."""
+    c = cfg.flatness.rescale
+    if not groups or c <= 0 or cfg.model.name not in ("mlp", "lenet300_100") or cfg.model.norm != "none":
+        return []
+    g, hidden = groups[0], len(getattr(model, "layers", []))
+    if hidden == 0:
+        return []
+    second = "layers.1" if hidden > 1 else "classifier"
+    params = curv.rescaled_layers(g.params, "layers.0", second, c)
+    return [Group(g.family, "rescaled", f"{g.source} (layers.0 ×{c:g}, {second} ×1/{c:g})", "", g.t, params, g.buffers)]
+
+
 def group_table(cfg: Config, data: Dataset, model: torch.nn.Module, group: Group, batches, on_row=None) -> pd.DataFrame:
     """One row per member of the group: labels, curvature, loss/error on both splits, definitions."""
     evaluated = evaluate_population(cfg, data, model, group.params, group.buffers)
@@ -206,7 +220,8 @@ def curvature(cfg: Config, data_path: Path, minima: list[Spec], paths: list[Spec
         def log(row: dict) -> None:
             run.metrics({k: row[k] for k in ("trace", "trace_se", "top_eigenvalue", "grad_norm", "test_error")}, step=next(step))
 
-        groups = [load_minimum(cfg, s, device) for s in minima] + [load_path(cfg, s, device) for s in paths]
+        groups = [load_minimum(cfg, s, device) for s in minima]
+        groups += rescaled(cfg, model, groups[:1]) + [load_path(cfg, s, device) for s in paths]
         table = pd.concat([group_table(cfg, data, model, g, batches, log) for g in groups], ignore_index=True)
         with atomic_path(out_csv) as tmp:
             table.to_csv(tmp, index=False)
