@@ -75,7 +75,7 @@ def repair(model: nn.Module, spec: PermutationSpec, params: TensorDict, buffers:
             mu, sd = _per_channel(out)
             measured[name] = (mu, sd)
             g_mu, g_sd = goal[name]
-            scale = g_sd / (sd + EPS)
+            scale = (g_sd + EPS) / (sd + EPS)  # = 1 for equal statistics; bounded for dead channels
             return (out - _shape(mu, out)) * _shape(scale, out) + _shape(g_mu, out)
 
         return hook
@@ -93,7 +93,7 @@ def repair(model: nn.Module, spec: PermutationSpec, params: TensorDict, buffers:
             raise ValueError(f"REPAIR point {m} has no bias to fuse the shift into")
         mu, sd = measured[m]
         g_mu, g_sd = goal[m]
-        scale = g_sd / (sd + EPS)
+        scale = (g_sd + EPS) / (sd + EPS)  # = 1 for equal statistics; bounded for dead channels
         weight = params[w]
         out[w] = (weight.double() * scale.view(-1, *([1] * (weight.ndim - 1)))).to(weight.dtype)
         out[b] = ((params[b].double() - mu) * scale + g_mu).to(params[b].dtype)

@@ -14,12 +14,12 @@ class RebasinConfig:
     max_sweeps: int = 100
     activation_examples: int = 2000
     activation_batch_size: int = 500
-    ste_steps: int = 40
-    ste_lr: float = 0.001
+    ste_steps: int = 20
+    ste_lr: float = 0.003
     ste_batch_size: int = 256
     ste_eval_examples: int = 2000
     repair: bool = True
     repair_examples: int = 2000
-    widths: tuple[int, ...] = (32, 128, 512)
+    widths: tuple[int, ...] = (16, 64, 256)
     width_seeds: int = 2
     width_duration: str = "30ep"

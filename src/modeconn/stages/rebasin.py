@@ -6,7 +6,7 @@ match   one pair of seeds → for every method (none, weight, activation, ste): 
         per layer at α = ½ before and after REPAIR → results/rebasin/pairs/seed<a>-seed<b>/
 train-width  seeds at one width of the width sweep (the seeds' training, other model width and
         length) → results/rebasin/width/w<w>/seed<s>.safetensors
-sweep   every pair of one width's seeds, every method → barriers (one CSV per width)
+sweep   every pair of one width's seeds, every method → barriers of the plain paths (one CSV per width)
 """
 
 from __future__ import annotations
@@ -238,7 +238,9 @@ def train_width(cfg: Config, width: int, data_path: Path, out_dir: Path, job: Jo
 def sweep_width(cfg: Config, width: int, data_path: Path, in_dir: Path, out_csv: Path, job: Job) -> pd.DataFrame:
     """Barriers of every method on every pair of the width's seeds → one CSV (column `width`)."""
     device = job.setup()
+    # plain paths only: the sweep asks how matching alone scales with width (and halves its cost)
     wcfg = width_config(cfg, width)
+    wcfg = dataclasses.replace(wcfg, rebasin=dataclasses.replace(wcfg.rebasin, repair=False))
     logged = {**params_of(wcfg, *SECTIONS), "width": width}
     with tracking.job(cfg.tracking, f"rebasin width {width}", logged, job.tags(family="rebasin")) as run:
         data = data_on(data_path, device)
