@@ -74,7 +74,7 @@ def simplex_figure(points: pd.DataFrame, path: Path) -> None:
     long = points.melt(id_vars=["vertices", "seed", "split"], value_vars=["loss", "accuracy"], var_name="metric", value_name="value")
     grid = sns.catplot(data=long, x="vertices", y="value", hue="seed", col="split", row="metric", kind="strip",
                        col_order=["train", "test"], row_order=["loss", "accuracy"], dodge=True, height=2.8, aspect=1.3,
-                       sharey="row", palette="deep", size=4)
+                       sharey=False, palette="deep", size=4)
     for (metric, split), ax in grid.axes_dict.items():
         sel = long[(long.metric == metric) & (long.split == split)].groupby("vertices")["value"].mean()
         ax.plot(range(len(sel)), sel.to_numpy(), color="black", marker="_", markersize=20, lw=1, label="mean")
