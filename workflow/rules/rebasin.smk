@@ -1,7 +1,8 @@
 # rebasin family (Git Re-Basin, Entezari et al., REPAIR): every pair of seeds is matched by every
 # method (one job per pair); the width sweep trains its own seeds at each width (one job per width)
 # and matches them (one job per width); one report job writes reports/rebasin/.
-REBASIN_WIDTHS = list(CFG.rebasin.widths)
+# LeNet-300-100 has fixed widths: no sweep for it (the report says so)
+REBASIN_WIDTHS = [] if CFG.model.name == "lenet300_100" else list(CFG.rebasin.widths)
 REBASIN_PAIR_FILES = ("paths.csv", "collapse.csv", "matching.json")
 REBASIN_REPORT = [
     f"reports/rebasin/{name}"

@@ -104,7 +104,7 @@ def figure_width(sweep: pd.DataFrame, path: Path, model: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     if sweep.empty:
         for ax in axes:
-            ax.text(0.5, 0.5, "width sweep not run (rebasin.widths is empty)", ha="center", va="center")
+            ax.text(0.5, 0.5, "width sweep not run (rebasin.widths is empty, or the model has fixed widths)", ha="center", va="center")
     else:
         test = sweep[sweep.split == "test"].copy()
         test["method"] = test.method.map(LABELS)
