@@ -214,7 +214,8 @@ def section(pairs: pd.DataFrame, summ: pd.DataFrame, edges: pd.DataFrame, table:
         f"(linear: {te.get('linear_barrier_mean', float('nan')):.4f}); the paper reports test error along the MST "
         "paths close to that of the minima.",
         f"- Minimum spanning tree: {len(edges)} edges, largest saddle train loss "
-        f"{edges.saddle_train_loss.max():.4f} (the paper reports the MST's saddles as the barrier of the whole set of minima).",
+        f"{edges.saddle_train_loss.max():.4f}; Draxler et al. connect all their minima along the MST of saddle losses, "
+        "so its largest edge bounds the loss needed to travel between any two of these minima.",
         "",
     ])
 
