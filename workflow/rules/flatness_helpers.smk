@@ -17,8 +17,9 @@ def needed(path):
 def declared_section(family):
     """reports/<family>/section.md if the family's target already lists it, else nothing."""
     section = f"reports/{family}/section.md"
-    target = getattr(rules, family, None)
-    return [section] if target is not None and section in list(target.input) else []
+    if not rules.has(family):  # the family has no rules yet
+        return []
+    return [section] if section in list(getattr(rules, family).input) else []
 
 
 def readme_inputs():

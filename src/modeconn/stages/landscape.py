@@ -46,18 +46,21 @@ def direction_meta(cfg: Config, center: checkpoint.Checkpoint, center_path: Path
 def make_directions(cfg: Config, center_path: Path, out: Path, job: Job) -> Path:
     """Draw and save the directions of one minimum (reusing `out` if it already holds them)."""
     device = job.setup()
-    center = checkpoint.load(center_path, device)
-    _check_model(cfg, center, center_path)
-    meta = direction_meta(cfg, center, center_path)
-    if out.is_file():
-        try:
-            if _same(checkpoint.read_meta(out), meta):
-                return out  # cached by content: same minimum, seed and rule
-        except checkpoint.CheckpointError:
-            pass
-    g = generator("landscape directions", meta["center_sha256"], cfg.landscape.seed, cfg.landscape.bias_and_norm)
-    drawn = dirs.directions(center.params, DIRECTIONS, g, cfg.landscape.bias_and_norm)
-    checkpoint.save(out, checkpoint.Checkpoint(stack(drawn), {}, meta))
+    logged = {**params_of(cfg, "landscape"), "center": str(center_path)}
+    with tracking.job(cfg.tracking, f"landscape directions {center_path.stem}", logged, job.tags(family="landscape")) as run:
+        center = checkpoint.load(center_path, device)
+        _check_model(cfg, center, center_path)
+        meta = direction_meta(cfg, center, center_path)
+        run.params({"center_sha256": meta["center_sha256"]})
+        if out.is_file():
+            try:
+                if _same(checkpoint.read_meta(out), meta):
+                    return out  # cached by content: same minimum, seed and rule
+            except checkpoint.CheckpointError:
+                pass
+        g = generator("landscape directions", meta["center_sha256"], cfg.landscape.seed, cfg.landscape.bias_and_norm)
+        drawn = dirs.directions(center.params, DIRECTIONS, g, cfg.landscape.bias_and_norm)
+        checkpoint.save(out, checkpoint.Checkpoint(stack(drawn), {}, meta))
     return out
 
 
@@ -143,7 +146,7 @@ def between(cfg: Config, data_path: Path, path_a: Path, path_b: Path, out_csv: P
     device = job.setup()
     lc = cfg.landscape
     logged = {**params_of(cfg, "evaluation", "landscape"), "checkpoint_a": str(path_a), "checkpoint_b": str(path_b)}
-    with tracking.job(cfg.tracking, f"landscape between {path_a.stem}-{path_b.stem}", logged, job.tags(family="landscape")):
+    with tracking.job(cfg.tracking, f"landscape between {path_a.stem}-{path_b.stem}", logged, job.tags(family="landscape")) as run:
         data = data_on(data_path, device)
         model = skeleton(cfg, data, device)
         a, b = checkpoint.load(path_a, device), checkpoint.load(path_b, device)
@@ -155,6 +158,9 @@ def between(cfg: Config, data_path: Path, path_a: Path, path_b: Path, out_csv: P
         table.insert(0, "alpha", alpha.numpy()[table.pop("member").to_numpy()])
         table.insert(0, "b", path_b.stem)
         table.insert(0, "a", path_a.stem)
+        for i, x in enumerate(alpha.tolist()):
+            rows = table[table.alpha == x]
+            run.metrics({f"{r.split}_{m}": getattr(r, m) for r in rows.itertuples() for m in ("loss", "error")}, step=i)
         with atomic_path(out_csv) as tmp:
             table.to_csv(tmp, index=False)
     return table
