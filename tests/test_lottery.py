@@ -231,7 +231,7 @@ def test_report_writes_every_file_and_flags_matching_and_stable(tmp_path):
         acc = []
         for seed in (0, 1):
             for split in ("train", "test"):
-                for variant, err in (("imp", 0.10 + 0.01 * level), ("random_prune", 0.2), ("reinit", 0.25), ("fork0", 0.1), ("fork1", 0.1), ("dense", 0.11)):
+                for variant, err in (("imp", 0.10 + 0.01 * level), ("random_prune", 0.2), ("reinit", 0.25), ("fork", 0.1), ("dense", 0.11)):
                     dens = 1.0 if variant == "dense" else density
                     acc.append({"level": 0 if variant == "dense" else level, "seed": seed, "variant": variant, "remaining": int(100 * dens), "total": 100,
                                 "density": dens, "split": split, "loss": 0.3, "error": err, "bn_reset": False, "examples": 10})

@@ -34,7 +34,8 @@ rule fork_instability:
         out="results/instability/k{step}",
     conda:
         ENV
-    threads: 2
+    # one thread: this small population gains little from a second one, and two jobs then run side by side
+    threads: 1
     resources:
         gpu=GPU,
     log:

@@ -1,6 +1,6 @@
 # lottery family (Frankle & Carbin 2019; Frankle et al. 2020): one job per IMP level (levels are
-# sequential: level l prunes level l-1's ticket); all lottery seeds, both baselines and the two
-# fork copies of each ticket train as one population per level; one report job.
+# sequential: level l prunes level l-1's ticket); all lottery seeds, both baselines and a
+# fork copy of each ticket train as one population per level; one report job.
 LOTTERY_SEEDS = SEEDS[: CFG.lottery.seeds]
 LOTTERY_LEVELS = list(range(1, CFG.lottery.levels + 1))
 LOTTERY_REPORT = [
@@ -32,7 +32,9 @@ rule lottery_level:
         previous=lambda w, input: f"--previous {input.previous[0]}" if input.previous else "",
     conda:
         ENV
-    threads: 2
+    # one thread: the levels form a chain, and the spawn-step jobs of the instability family run
+    # beside it on the second core (two threads on a busy machine were several times slower)
+    threads: 1
     resources:
         gpu=GPU,
     log:

@@ -107,7 +107,8 @@ def definitions(cfg: Config, points: int) -> str:
         f"remaining weights by global magnitude, the output layer {100 * lot.output_fraction:g}% on its own. Survivors are rewound to "
         f"step {lot.rewind_step} of the seed's training (weights and optimizer state) and retrained to the end of the seeds' schedule. "
         f"*Matching*: mean IMP test accuracy at most {100 * lot.matching_tolerance:g} points below the dense networks'. "
-        f"*Instability*: test error barrier between two copies of the rewound ticket trained with different data-order seeds, "
+        f"*Instability*: test error barrier between two copies of the rewound ticket trained with different data-order seeds "
+        "(the IMP ticket and a fork), "
         f"{barrier_math.definition(points)}; *stable* when below {100 * cfg.instability.threshold:g}%."
     )
 

@@ -7,15 +7,18 @@ level l   for every lottery seed s: prune the level l−1 ticket (level 1: the t
           same population:
             random_prune  the rewound weights under a random mask of the same layer-wise sparsity
             reinit        a fresh random initialisation under the IMP mask
-            fork0, fork1  two copies of the IMP ticket with different data-order seeds, whose
-                          linear-path error barrier is the ticket's instability (Frankle et al.
-                          2020, Sec. 5)
+            fork          a second copy of the IMP ticket trained with another data-order and
+                          augmentation seed; the error barrier between it and the IMP ticket is the
+                          ticket's instability (Frankle et al. 2020, Sec. 5: two copies of the
+                          rewound subnetwork under different SGD noise; the IMP ticket itself is the
+                          first copy, which saves a fifth member per seed)
           → results/lottery/level<l>/seed<s>.<variant>.safetensors (meta kind "ticket"),
             seed<s>.<imp|random_prune>.mask.safetensors (meta kind "mask"), accuracy.csv
-            (every member and the dense seed, train and test) and stability.csv (the forks' paths).
+            (every member and the dense seed, train and test) and stability.csv (the paths between
+            the IMP ticket and its fork).
 
 Every member starts at step k with the seed's step-k optimizer state, masked (train.py), so the
-variants differ only in their weights and masks (and the forks in their SGD noise).
+variants differ only in their weights and masks (and the fork in its SGD noise).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from .instability import epoch_logger, load_spawn, log_barriers, pair_table, ste
 from .seeds import TRAIN_SECTIONS, checkpoint_name
 
 SECTIONS = ("data", "model", "train", "evaluation", "lottery")
-VARIANTS = ("imp", "random_prune", "reinit", "fork0", "fork1")
+VARIANTS = ("imp", "random_prune", "reinit", "fork")
 
 
 def lottery_seeds(cfg: Config) -> list[int]:
@@ -74,7 +77,7 @@ def previous(cfg: Config, seed: int, level: int, dense: checkpoint.Checkpoint, p
 
 
 def level_members(cfg: Config, seed: int, level: int, dense, rewind, source, prev_mask, model, build, output: str):
-    """The five members of one seed at one level: (variant, start checkpoint, mask, MemberSeeds)."""
+    """The four members of one seed at one level: (variant, start checkpoint, mask, MemberSeeds)."""
     lot = cfg.lottery
     mask = pruning.magnitude_prune(source, prev_mask, lot.fraction, output, lot.output_fraction)
     random_mask = pruning.random_like(mask, generator("lottery-random", seed, level))
@@ -88,13 +91,12 @@ def level_members(cfg: Config, seed: int, level: int, dense, rewind, source, pre
         return checkpoint.Checkpoint(pruning.apply(params, m), buffers, {}, rewind.optimizer), m
 
     own = MemberSeeds.same(seed)
-    forks = [MemberSeeds(init=seed, data=fork_seed(seed, 0, c), augment=fork_seed(seed, 0, c)) for c in (0, 1)]
+    fork = MemberSeeds(init=seed, data=fork_seed(seed, 0, 0), augment=fork_seed(seed, 0, 0))
     return [
         ("imp", *start(rewind.params, rewind.buffers, mask), own),
         ("random_prune", *start(rewind.params, rewind.buffers, random_mask), own),
         ("reinit", *start(fresh, fresh_buffers, mask), MemberSeeds(init=reinit_seed(seed, level), data=seed, augment=seed)),
-        ("fork0", *start(rewind.params, rewind.buffers, mask), forks[0]),
-        ("fork1", *start(rewind.params, rewind.buffers, mask), forks[1]),
+        ("fork", *start(rewind.params, rewind.buffers, mask), fork),
     ]
 
 
@@ -158,10 +160,10 @@ def accuracy_table(cfg, data, model, members, state: TrainState, denses, seeds, 
 
 
 def stability_table(cfg, data, model, members, state: TrainState, level_index: int) -> pd.DataFrame:
-    """Loss and error along the path between the two fork copies of every seed's IMP ticket."""
+    """Loss and error along the path between every seed's IMP ticket and its fork copy."""
     where = {(s, v): i for i, (s, v, *_rest) in enumerate(members)}
     seeds = sorted({s for s, *_rest in members})
-    pairs = [(where[(s, "fork0")], where[(s, "fork1")]) for s in seeds]
+    pairs = [(where[(s, "imp")], where[(s, "fork")]) for s in seeds]
     table = pair_table(cfg, data, model, state, pairs, cfg.instability.points)
     density = {s: pruning.density(members[where[(s, "imp")]][3]) for s in seeds}
     table.insert(0, "density", [density[seeds[i]] for i in table.pair_index])
