@@ -75,13 +75,16 @@ def project(points: TensorDict, a: TensorDict, b: TensorDict, bend: TensorDict, 
 
 
 def grid(geometry: Plane, size: int, margin: float) -> tuple[Tensor, Tensor]:
-    """Axes [G] (x, y) of a G×G grid covering A, B and the bend, extended by `margin` of the extent per side."""
+    """Axes [G] (x, y) of a G×G grid covering A, B and the bend.
+
+    Both axes are padded on each side by `margin` times the larger of the two extents, so that a
+    bend close to the line still gets a plane of readable height.
+    """
     xs = torch.tensor([0.0, geometry.length, geometry.bend_x], dtype=torch.float64)
     ys = torch.tensor([0.0, 0.0, geometry.bend_y], dtype=torch.float64)
+    pad = margin * max((xs.max() - xs.min()).item(), (ys.max() - ys.min()).item())
 
     def axis(v: Tensor) -> Tensor:
-        lo, hi = v.min().item(), v.max().item()
-        pad = margin * (hi - lo)
-        return torch.linspace(lo - pad, hi + pad, size, dtype=torch.float64)
+        return torch.linspace(v.min().item() - pad, v.max().item() + pad, size, dtype=torch.float64)
 
     return axis(xs), axis(ys)

@@ -109,7 +109,7 @@ def ensembles_figure(ens: pd.DataFrame, along: pd.DataFrame, path: Path) -> None
 def plane_figure(planes: pd.DataFrame, path: Path) -> None:
     """Contours of train loss and test error on each curve's plane, linear path and curve overlaid."""
     panels = list(planes.groupby(["pair", "curve"], sort=False))
-    fig, axes = plt.subplots(len(panels), 2, figsize=(11, 4.2 * len(panels)), squeeze=False)
+    fig, axes = plt.subplots(len(panels), 2, figsize=(13, 4.0 * len(panels)), squeeze=False, constrained_layout=True)
     for row, ((pair, curve), g) in enumerate(panels):
         grid = g[g.role == "grid"]
         anchors = g[g.role == "anchor"].sort_values("t")
@@ -121,16 +121,15 @@ def plane_figure(planes: pd.DataFrame, path: Path) -> None:
             cs = ax.contourf(sel.columns, sel.index, z, levels=20, cmap="viridis_r")
             fig.colorbar(cs, ax=ax, label=("log10 " if metric == "loss" else "") + label.split(" (")[0])
             ends = anchors.iloc[[0, -1]]
-            ax.plot(ends.x, ends.y, "w--", lw=1.5, label="linear path")
-            ax.plot(line.x, line.y, color="orange", lw=2, label=f"{curve} curve")
+            ax.plot(ends.x, ends.y, "k--", lw=1.5, label="linear path")
+            ax.plot(line.x, line.y, color="orange", lw=2, label="curve (the row's kind)")
             ax.scatter(ends.x, ends.y, c="white", edgecolors="black", s=60, zorder=5, label="endpoints (seeds)")
             ax.scatter(anchors.x.iloc[1:-1], anchors.y.iloc[1:-1], c="red", marker="s", s=40, zorder=5, label="bend")
             ax.set_title(f"{pair}, {curve} plane: {label}")
             ax.set_xlabel("x along θ_B − θ_A (weight-space distance)")
             ax.set_ylabel("y (Gram–Schmidt direction to the bend)")
-            ax.set_aspect("equal", adjustable="box")
-            if row == 0 and col == 0:
-                ax.legend(fontsize=7, loc="best")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, fontsize=9)
     _save(fig, path)
 
 
