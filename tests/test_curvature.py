@@ -165,7 +165,6 @@ def stage_cfg():
 
 def test_path_specs_parse_and_path_checkpoints_give_their_points(tmp_path):
     from modeconn import checkpoint
-    from modeconn.core.params import stack
     from modeconn.stages import flatness
 
     _, params, buffers = population("mlp", [0, 1, 2])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import IMAGE_SHAPE, MLP_SHAPE, population, synthetic
+from conftest import MLP_SHAPE, population, synthetic
 from modeconn import checkpoint
 from modeconn.config import Config
 from modeconn.core import directions as dirs
@@ -135,4 +135,3 @@ def test_conv_direction_shapes():
     w = member(params, 0)
     d = dirs.directions(w, 1, torch.Generator().manual_seed(0))[0]
     assert {k: v.shape for k, v in d.items()} == {k: v.shape for k, v in w.items()}
-    assert IMAGE_SHAPE[0] == 3

@@ -211,7 +211,7 @@ def curvature(cfg: Config, data_path: Path, minima: list[Spec], paths: list[Spec
     logged = {**params_of(cfg, "evaluation", "flatness"),
               "minima": " ".join(f"{s.family}={','.join(map(str, s.files))}" for s in minima),
               "paths": " ".join(f"{s.family}={','.join(map(str, s.files))}" for s in paths)}
-    with tracking.job(cfg.tracking, f"curvature {out_csv.stem}", logged, job.tags(family="flatness")) as run:
+    with tracking.job(cfg.tracking, f"curvature {out_csv.parent.name}/{out_csv.stem}", logged, job.tags(family="flatness")) as run:
         data = data_on(data_path, device)
         model = skeleton(cfg, data, device)
         batches = evaluation_batches(data, cfg)
