@@ -257,3 +257,32 @@ def test_report_from_minima_only_and_from_minima_with_paths(tmp_path):
     assert m["path_peak_trace_over_endpoints"]["paths"] == 1
     for name in ("traces.csv", "traces.md", "minima.csv", "paths.csv", "paths.png", "sharpness.png", "metrics.json", "section.md"):
         assert (tmp_path / "b" / name).stat().st_size > 0, name
+
+
+@pytest.mark.parametrize("arch", ["mlp", "mlp-bn"])
+def test_population_estimators_equal_the_per_network_loop(arch):
+    model, params, buffers = population(arch, [0, 1, 2])
+    x, y = synthetic(24, MLP_SHAPE, seed=3)
+    batches = list(zip(x.split(12), y.split(12)))
+    probes = curvature.rademacher(member(params, 0), 6, torch.Generator().manual_seed(7))
+    with curvature.batch_statistics(model, training=False):
+        hvp = curvature.member_hvp(model, batches)
+        samples = curvature.population_hutchinson(hvp, params, buffers, probes, chunk=4)
+        trace, stderr = curvature.hutchinson_summary(samples)
+        top = curvature.population_power_iteration(hvp, params, buffers, 15, torch.Generator().manual_seed(9), tolerance=1e-3)
+        loss, gnorm = curvature.population_loss_and_grad(model, batches, params, buffers)
+        for i in range(3):
+            p, b = member(params, i), member(buffers, i)
+            losses = [curvature.batch_loss(model, b, xb, yb) for xb, yb in batches]
+            one = curvature.hvp_operator(losses, p)
+            ref = curvature.rowwise_dot(probes, curvature.batched_hvp(one, probes))
+            torch.testing.assert_close(samples[i], ref, rtol=1e-4, atol=1e-5)
+            est = curvature.hutchinson(one, p, 6, torch.Generator().manual_seed(7))
+            assert trace[i].item() == pytest.approx(est["trace"], rel=1e-4) and stderr[i].item() == pytest.approx(est["stderr"], rel=1e-3)
+            pw = curvature.power_iteration(one, p, 15, torch.Generator().manual_seed(9), tolerance=1e-3)
+            assert top["iterations"][i].item() == pw["iterations"]
+            assert top["eigenvalue"][i].item() == pytest.approx(pw["eigenvalue"], rel=1e-4)
+            assert top["residual"][i].item() == pytest.approx(pw["residual"], rel=1e-2, abs=1e-5)
+            value, g = curvature.loss_and_grad(losses, p)
+            assert loss[i].item() == pytest.approx(value.item(), rel=1e-5)
+            assert gnorm[i].item() == pytest.approx(curvature.norm(g).item(), rel=1e-4)

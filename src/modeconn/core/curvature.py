@@ -199,3 +199,99 @@ def rescaled_layers(params: TensorDict, first: str, second: str, c: float) -> Te
             out[name] = out[name] * c
     out[f"{second}.weight"] = out[f"{second}.weight"] / c
     return out
+
+
+# ----------------------------------------------------------------------------- populations
+#
+# The same estimators for K networks of one architecture at once (e.g. the points of a path), as
+# one vmapped computation over the members: params and buffers stacked [K, ...]. Every member
+# sees the same probes and the same power-iteration start as the single-network functions, and
+# gives the same numbers (tests/test_curvature.py checks this against the loop).
+
+MemberHvp = Callable[[TensorDict, TensorDict, TensorDict], TensorDict]
+
+
+def member_hvp(model: nn.Module, batches: list[tuple[Tensor, Tensor]]) -> MemberHvp:
+    """(θ, buffers, v) ↦ Hv for one network, H the Hessian of the mean loss over `batches`."""
+
+    def hvp(params: TensorDict, buffers: TensorDict, v: TensorDict) -> TensorDict:
+        out = None
+        for x, y in batches:
+            hb = jvp(grad(batch_loss(model, buffers, x, y)), (params,), (v,))[1]
+            out = hb if out is None else {k: out[k] + hb[k] for k in out}
+        return {k: t / len(batches) for k, t in out.items()}
+
+    return hvp
+
+
+def population_loss_and_grad(model: nn.Module, batches, params: TensorDict, buffers: TensorDict) -> tuple[Tensor, Tensor]:
+    """Mean loss over `batches` [K] and gradient norm ‖∇L‖ [K] of every member."""
+
+    def one(p, b):
+        value, g = loss_and_grad([batch_loss(model, b, x, y) for x, y in batches], p)
+        return value, torch.sqrt(sum(t.pow(2).sum() for t in g.values()))
+
+    return vmap(one)(params, buffers)
+
+
+def population_hutchinson(hvp: MemberHvp, params: TensorDict, buffers: TensorDict, probes: TensorDict, chunk: int = 0) -> Tensor:
+    """zᵢᵀH_k zᵢ for every member k and shared probe i → [K, P] (probes `chunk` at a time)."""
+    p = next(iter(probes.values())).shape[0]
+    step = p if chunk <= 0 else chunk
+    over_probes = vmap(hvp, in_dims=(None, None, 0))
+    parts = []
+    for i in range(0, p, step):
+        z = {k: v[i : i + step] for k, v in probes.items()}
+        hz = vmap(over_probes, in_dims=(0, 0, None))(params, buffers, z)  # [K, p_chunk, ...]
+        parts.append(sum((hz[k] * z[k].unsqueeze(0)).flatten(2).sum(2) for k in z))
+    return torch.cat(parts, dim=1).detach()
+
+
+def hutchinson_summary(samples: Tensor) -> tuple[Tensor, Tensor]:
+    """Trace estimates [K] and their standard errors [K] from samples [K, P]."""
+    s = samples.double()
+    p = s.shape[1]
+    stderr = s.std(dim=1, unbiased=True) / math.sqrt(p) if p > 1 else torch.full((s.shape[0],), float("nan"), dtype=torch.float64)
+    return s.mean(dim=1), stderr
+
+
+def population_power_iteration(hvp: MemberHvp, params: TensorDict, buffers: TensorDict, iterations: int,
+                               generator: torch.Generator, tolerance: float = 0.0) -> dict:
+    """`power_iteration` for every member at once, from the same start vector.
+
+    A member stops (its v, λ and iteration count freeze) under the same rule as the single-network
+    version; the others go on until all have stopped or `iterations` is reached. Returns
+    {"eigenvalue": [K], "iterations": [K], "residual": [K]}.
+    """
+    if iterations < 1:
+        raise ValueError(f"power iteration needs at least one iteration, got {iterations}")
+    ref = next(iter(params.values()))
+    k = ref.shape[0]
+    start = {n: torch.randn(t.shape[1:], generator=generator).to(dtype=t.dtype, device=t.device) for n, t in params.items()}
+    start = _scaled(start, 1.0 / norm(start))
+    v = {n: t.unsqueeze(0).expand(k, *t.shape).clone() for n, t in start.items()}
+    eig = torch.full((k,), float("nan"), dtype=ref.dtype, device=ref.device)
+    used = torch.zeros(k, dtype=torch.long, device=ref.device)
+    residual = torch.zeros(k, dtype=ref.dtype, device=ref.device)
+    done = torch.zeros(k, dtype=torch.bool, device=ref.device)
+    batched = vmap(hvp)
+    for it in range(1, iterations + 1):
+        hv = {n: t.detach() for n, t in batched(params, buffers, v).items()}
+        new = rowwise_dot(v, hv)
+        size = torch.sqrt(sum(t.pow(2).flatten(1).sum(1) for t in hv.values()))
+        active = ~done
+        converged = active & ~torch.isnan(eig) & ((new - eig).abs() <= tolerance * new.abs())
+        eig = torch.where(active, new, eig)
+        used = torch.where(active, torch.full_like(used, it), used)
+        res = torch.sqrt(sum((hv[n] - new.view(-1, *[1] * (hv[n].ndim - 1)) * v[n]).pow(2).flatten(1).sum(1) for n in hv))
+        residual = torch.where(active, res / new.abs().clamp_min(1e-30), residual)
+        stop = active & (converged | (it == iterations) | (size == 0))
+        done = done | stop
+        if bool(done.all()):
+            break
+        move = (~done).view(-1)
+        for n in v:
+            shape = (-1, *[1] * (v[n].ndim - 1))
+            v[n] = torch.where(move.view(shape), hv[n] / size.clamp_min(1e-30).view(shape), v[n])
+    eig = torch.where(torch.isnan(eig), torch.zeros_like(eig), eig)
+    return {"eigenvalue": eig, "iterations": used, "residual": residual}

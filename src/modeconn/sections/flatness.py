@@ -19,6 +19,7 @@ class FlatnessConfig:
     mode: str = "eval"
     probes: int = 32
     probe_chunk: int = 16
+    member_chunk: int = 1
     power_iterations: int = 20
     tolerance: float = 0.001
     seed: int = 0

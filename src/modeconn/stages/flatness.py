@@ -24,7 +24,7 @@ import torch
 from .. import checkpoint, tracking
 from ..config import Config
 from ..core import curvature as curv
-from ..core.params import combine, member, stack
+from ..core.params import combine, member, select, stack
 from ..core.paths import alphas, path_coefficients
 from ..core.population import has_batchnorm, recompute_bn
 from ..data import Dataset
@@ -66,29 +66,37 @@ def evaluation_batches(data: Dataset, cfg: Config) -> list[tuple[torch.Tensor, t
     return list(zip(x[order].split(fc.batch_size), y[order].split(fc.batch_size)))
 
 
-def network_curvature(cfg: Config, model: torch.nn.Module, params: dict, buffers: dict, batches) -> dict:
-    """Trace, top eigenvalue, loss and gradient norm of one network's loss on `batches`.
+def group_curvature(cfg: Config, model: torch.nn.Module, params: dict, buffers: dict, batches) -> list[dict]:
+    """Trace, top eigenvalue, loss and gradient norm of K stacked networks' losses on `batches`.
 
-    Probes and the power-iteration start come from generators keyed by `flatness.seed` only, so
-    every network sees the same probes (common random numbers make differences between networks
-    less noisy than the standard errors suggest).
+    One vmapped computation over the members (`flatness.member_chunk` at a time; 0 = all). Probes
+    and the power-iteration start come from generators keyed by `flatness.seed` only, so every
+    network sees the same probes (common random numbers make differences between networks less
+    noisy than the standard errors suggest), and a network gets the same numbers alone or in a group.
     """
     fc = cfg.flatness
+    k = next(iter(params.values())).shape[0]
+    step = k if fc.member_chunk <= 0 else fc.member_chunk
+    rows = []
     with curv.batch_statistics(model, training=fc.mode == "train"):
-        losses = [curv.batch_loss(model, buffers, x, y) for x, y in batches]
-        value, g = curv.loss_and_grad(losses, params)
-        hvp = curv.hvp_operator(losses, params)
-        trace = curv.hutchinson(hvp, params, fc.probes, generator("hutchinson", fc.seed), fc.probe_chunk)
-        top = curv.power_iteration(hvp, params, fc.power_iterations, generator("power", fc.seed), fc.tolerance)
-    return {
-        "trace": trace["trace"],
-        "trace_se": trace["stderr"],
-        "top_eigenvalue": top["eigenvalue"],
-        "eig_iterations": top["iterations"],
-        "eig_residual": top["residual"],
-        "hessian_loss": value.item(),
-        "grad_norm": curv.norm(g).item(),
-    }
+        hvp = curv.member_hvp(model, batches)
+        probes = curv.rademacher(member(params, 0), fc.probes, generator("hutchinson", fc.seed))
+        for i in range(0, k, step):
+            p, b = select(params, slice(i, i + step)), select(buffers, slice(i, i + step))
+            trace, stderr = curv.hutchinson_summary(curv.population_hutchinson(hvp, p, b, probes, fc.probe_chunk))
+            top = curv.population_power_iteration(hvp, p, b, fc.power_iterations, generator("power", fc.seed), fc.tolerance)
+            loss, gnorm = curv.population_loss_and_grad(model, batches, p, b)
+            for j in range(trace.shape[0]):
+                rows.append({
+                    "trace": trace[j].item(),
+                    "trace_se": stderr[j].item(),
+                    "top_eigenvalue": top["eigenvalue"][j].item(),
+                    "eig_iterations": int(top["iterations"][j]),
+                    "eig_residual": top["residual"][j].item(),
+                    "hessian_loss": loss[j].item(),
+                    "grad_norm": gnorm[j].item(),
+                })
+    return rows
 
 
 def describe(cfg: Config, parameters: int) -> dict:
@@ -189,10 +197,11 @@ def group_table(cfg: Config, data: Dataset, model: torch.nn.Module, group: Group
     if cfg.flatness.mode == "eval" and has_batchnorm(model):
         # Same fresh statistics the loss/error above were measured with.
         buffers = recompute_bn(model, group.params, buffers, bn_batches(data, cfg.evaluation), cfg.evaluation.member_chunk)
+    curvature_rows = group_curvature(cfg, model, group.params, buffers, batches)
     rows = []
     for i, t in enumerate(group.t):
         row = {"family": group.family, "kind": group.kind, "source": group.source, "path": group.path, "t": t}
-        row |= network_curvature(cfg, model, member(group.params, i), member(buffers, i), batches)
+        row |= curvature_rows[i]
         for r in evaluated[evaluated.member == i].itertuples():
             row |= {f"{r.split}_loss": r.loss, f"{r.split}_error": r.error}
         row |= {"bn_reset": bool(evaluated.bn_reset.iloc[0])}
