@@ -10,14 +10,8 @@ CURVES_REPORT = [
         "along.png", "ensembles.png", "plane.png", "metrics.json", "section.md",
     )
 ]
-
-
-def seed_checkpoint(seed):
-    return f"{POPULATION_DIR[int(seed)]}/seed{seed}.safetensors"
-
-
-def curve_files(w):
-    return [f"results/curves/seed{w.a}-seed{w.b}.{kind}.safetensors" for kind in CURVE_KINDS]
+# The curve checkpoints of one pair (one per kind), input of its evaluation and plane jobs.
+CURVE_FILES = lambda w: [f"results/curves/seed{w.a}-seed{w.b}.{kind}.safetensors" for kind in CURVE_KINDS]  # noqa: E731
 
 
 rule curves:
@@ -57,7 +51,7 @@ rule evaluate_curves:
         data=DATA_FILE,
         a=lambda w: POPULATION_DIR[int(w.a)],
         b=lambda w: POPULATION_DIR[int(w.b)],
-        curves=curve_files,
+        curves=CURVE_FILES,
     output:
         along="results/curves/along/seed{a}-seed{b}.csv",
         ensembles="results/curves/ensembles/seed{a}-seed{b}.csv",
@@ -86,7 +80,7 @@ rule curve_plane:
         data=DATA_FILE,
         a=lambda w: POPULATION_DIR[int(w.a)],
         b=lambda w: POPULATION_DIR[int(w.b)],
-        curves=curve_files,
+        curves=CURVE_FILES,
     output:
         "results/curves/plane/seed{a}-seed{b}.csv",
     wildcard_constraints:
