@@ -286,3 +286,24 @@ def test_population_estimators_equal_the_per_network_loop(arch):
             value, g = curvature.loss_and_grad(losses, p)
             assert loss[i].item() == pytest.approx(value.item(), rel=1e-5)
             assert gnorm[i].item() == pytest.approx(curvature.norm(g).item(), rel=1e-4)
+
+
+def test_stage_member_chunks_give_the_same_table():
+    from modeconn.config import Config
+    from modeconn.stages import flatness
+    from modeconn.stages.common import skeleton
+
+    data = tiny_data()
+    _, params, buffers = population("mlp", [0, 1, 2])
+    group = flatness.Group("seeds", "path", "x", "linear", [0.0, 0.5, 1.0], params, buffers)
+    tables = []
+    for chunk in (1, 2, 0):
+        raw = stage_cfg().to_dict()
+        raw["flatness"]["member_chunk"] = chunk
+        cfg = Config.from_dict(raw)
+        model = skeleton(cfg, data, torch.device("cpu"))
+        tables.append(flatness.group_table(cfg, data, model, group, flatness.evaluation_batches(data, cfg)))
+    for other in tables[1:]:
+        for col in ("trace", "trace_se", "top_eigenvalue", "grad_norm", "hessian_loss"):
+            assert other[col].to_numpy() == pytest.approx(tables[0][col].to_numpy(), rel=1e-4), col
+        assert (other.eig_iterations == tables[0].eig_iterations).all()
