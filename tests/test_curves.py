@@ -179,3 +179,36 @@ def test_log_probs_chunks_agree():
     skeleton, params, buffers = population("mlp-bn", [0, 1, 2])
     x, _ = synthetic(30, MLP_SHAPE, 1)
     torch.testing.assert_close(ensemble.log_probs(skeleton, params, buffers, x, 7, 2), ensemble.log_probs(skeleton, params, buffers, x, 100, 0))
+
+
+def test_report_writes_every_file(tmp_path):
+    """The report runs on small synthetic per-pair CSVs and writes every file the rule lists."""
+    import json
+
+    import pandas as pd
+
+    from modeconn.report import curves as report
+
+    t = [0.0, 0.5, 1.0]
+    along = pd.DataFrame([
+        {"seed_a": 0, "seed_b": 1, "path": p, "t": ti, "arc_length": ti * 2, "split": s, "loss": 1 + (p == "linear") * ti * (1 - ti),
+         "error": 0.2 + 0.1 * ti, "bn_reset": False, "examples": 10, "disagree_a": ti if s == "test" else float("nan"), "disagree_b": 1 - ti}
+        for p in ("linear", "bezier") for s in ("train", "test") for ti in t])
+    ens = pd.DataFrame([{"seed_a": 0, "seed_b": 1, "path": p, "points": n, "ensemble_error": 0.2, "ensemble_nll": 0.5,
+                         "member_error": 0.25, "member_nll": 0.6, "t": "0 1"} for p in ("linear", "bezier") for n in (1, 2)])
+    xs = [0.0, 1.0]
+    plane = pd.DataFrame(
+        [{"seed_a": 0, "seed_b": 1, "curve": "bezier", "role": "grid", "x": x, "y": y, "split": s, "loss": 1.0 + x + y, "error": 0.3}
+         for x in xs for y in xs for s in ("train", "test")]
+        + [{"seed_a": 0, "seed_b": 1, "curve": "bezier", "role": r, "x": ti, "y": ti * (1 - ti), "t": ti} for r in ("curve", "anchor") for ti in t])
+    paths = []
+    for name, table in (("along", along), ("ens", ens), ("plane", plane)):
+        paths.append(tmp_path / f"{name}.csv")
+        table.to_csv(paths[-1], index=False)
+    out = tmp_path / "reports"
+    result = report.write([paths[0]], [paths[1]], [paths[2]], out)
+    for name in ("table.csv", "table.md", "ensembles.csv", "ensembles.md", "along.csv", "along.png", "ensembles.png", "plane.png", "metrics.json", "section.md"):
+        assert (out / name).stat().st_size > 0, name
+    assert json.loads((out / "metrics.json").read_text())["points"] == 3 == result["points"]
+    assert result["linear"]["train"]["loss"]["barrier"]["mean"] == pytest.approx(0.25)
+    assert "## Curves" in (out / "section.md").read_text()

@@ -91,3 +91,27 @@ def test_config_declares_the_seed_checkpoints():
     cfg = Config.from_dict({"fge": {"start": "40ep"}, "swa": {"start": "30ep"}})
     assert {"40ep", "30ep"} <= set(cfg.seed_checkpoint_steps())
     assert dataclasses.asdict(cfg.fge)["cycles"] >= 1
+
+
+def test_report_writes_every_file(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from modeconn.config import Config
+    from modeconn.report import fge as report
+
+    rows = [{"method": "fge (first n snapshots)", "seeds": str(s), "budget": 0.9 + 0.05 * n, "members": n, "error": 0.3, "nll": 1.0,
+             "member_error": 0.31, "member_nll": 1.1} for s in (0, 1) for n in (1, 2)]
+    rows += [{"method": m, "seeds": seeds, "budget": float(len(seeds.split())), "members": len(seeds.split()) * (2 if m == "fge" else 1),
+              "error": 0.25, "nll": 0.9, "member_error": 0.3, "member_nll": 1.0} for m in ("fge", "independent") for seeds in ("0", "1", "0 1")]
+    swa = pd.DataFrame([{"method": m, "seed": s, "split": sp, "loss": 0.5, "error": 0.2, "bn_reset": False, "examples": 10, "averaged": 3, "budget": 1.0}
+                        for m in ("swa", "sgd (seed, full schedule)", "sgd (last iterate of the swa run)") for s in (0, 1) for sp in ("train", "test")])
+    pd.DataFrame(rows).to_csv(tmp_path / "fge.csv", index=False)
+    swa.to_csv(tmp_path / "swa.csv", index=False)
+    out = tmp_path / "reports"
+    result = report.write(tmp_path / "fge.csv", tmp_path / "swa.csv", out, Config())
+    for name in ("fge.csv", "fge.md", "swa.csv", "swa.md", "ensemble_size.csv", "fge.png", "metrics.json", "section.md"):
+        assert (out / name).stat().st_size > 0, name
+    assert result["fge"]["1B"]["error"]["mean"] == pytest.approx(0.25)
+    assert "| FGE" in (out / "fge.md").read_text() and json.loads((out / "metrics.json").read_text())
