@@ -34,8 +34,8 @@ class FgeConfig:
     start: str = "48ep"
     cycle: str = "2ep"
     cycles: int = 6
-    lr1: float = 0.001
-    lr2: float = 0.00001
+    lr1: float = 0.005
+    lr2: float = 0.00005
 
     def seed_checkpoint_steps(self) -> tuple[str, ...]:
         return (self.start,)
