@@ -212,3 +212,15 @@ def test_report_writes_every_file(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["points"] == 3 == result["points"]
     assert result["linear"]["train"]["loss"]["barrier"]["mean"] == pytest.approx(0.25)
     assert "## Curves" in (out / "section.md").read_text()
+
+
+def test_curve_with_other_endpoints_is_refused(tmp_path):
+    from modeconn import checkpoint
+    from modeconn.stages.curves import _check_endpoints
+
+    _, params, buffers = population("mlp", [0, 1, 2])
+    a, b, c = (checkpoint.Checkpoint(member(params, i), member(buffers, i), {"seed": i}) for i in range(3))
+    curve = checkpoint.Checkpoint(cm.line_anchors(a.params, b.params, 3), cm.line_anchors(a.buffers, b.buffers, 3), {"anchors": 3, "seeds": [0, 1]})
+    _check_endpoints(a, b, curve, tmp_path / "ok")
+    with pytest.raises(ValueError, match="endpoints"):
+        _check_endpoints(a, c, curve, tmp_path / "bad.safetensors")

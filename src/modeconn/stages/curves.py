@@ -48,6 +48,14 @@ def _load_curve(path: Path, device: torch.device) -> checkpoint.Checkpoint:
     return ckpt
 
 
+def _check_endpoints(a: checkpoint.Checkpoint, b: checkpoint.Checkpoint, curve: checkpoint.Checkpoint, path: Path) -> None:
+    """A curve must end exactly at the two given networks (same architecture, same weights)."""
+    first, last = member(curve.params, 0), member(curve.params, curve.meta["anchors"] - 1)
+    checkpoint.same_architecture(a, checkpoint.Checkpoint(first, member(curve.buffers, 0), {}))
+    if not all(torch.equal(first[k], a.params[k]) and torch.equal(last[k], b.params[k]) for k in first):
+        raise ValueError(f"{path}: the curve's endpoints are not the given checkpoints (seeds {curve.meta.get('seeds')})")
+
+
 def _chunked(cfg: Config, max_examples: int | None = None) -> Config:
     """cfg with the curves' member chunk (and optionally an example cap) for evaluate_population."""
     ev = dataclasses.replace(cfg.evaluation, member_chunk=cfg.curves.chunk)
@@ -169,8 +177,8 @@ def evaluate(cfg: Config, data_path: Path, path_a: Path, path_b: Path, curve_pat
         data = data_on(data_path, device)
         a, b = _endpoints(cfg, path_a, path_b, device)
         curves = [_load_curve(p, device) for p in curve_paths]
-        for p, ck in zip(curve_paths, curves):
-            checkpoint.same_architecture(a, checkpoint.Checkpoint(member(ck.params, 0), member(ck.buffers, 0), {}))
+        for path, ck in zip(curve_paths, curves):
+            _check_endpoints(a, b, ck, path)
         model = skeleton(cfg, data, device)
         paths = paths_of(a, b, curves)
         t = alphas(cfg.curves.points)
@@ -243,7 +251,10 @@ def plane(cfg: Config, data_path: Path, path_a: Path, path_b: Path, curve_paths:
         a, b = _endpoints(cfg, path_a, path_b, device)
         model = skeleton(cfg, data, device)
         t = alphas(cfg.curves.points)
-        tables = [plane_table(cfg, data, model, _load_curve(p, device), t) for p in curve_paths]
+        curves = [_load_curve(p, device) for p in curve_paths]
+        for path, ck in zip(curve_paths, curves):
+            _check_endpoints(a, b, ck, path)
+        tables = [plane_table(cfg, data, model, ck, t) for ck in curves]
         table = pd.concat(tables, ignore_index=True)
         table.insert(0, "seed_b", b.meta.get("seed"))
         table.insert(0, "seed_a", a.meta.get("seed"))
