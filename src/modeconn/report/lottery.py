@@ -99,8 +99,9 @@ def levels_markdown(levels: pd.DataFrame) -> str:
     return shown.to_markdown(index=False)
 
 
-def definitions(cfg: Config, points: int) -> str:
+def definitions(cfg: Config, points: int, bn: bool = False) -> str:
     lot = cfg.lottery
+    norm = "BatchNorm statistics recomputed on training batches for every network and every α" if bn else "no BatchNorm"
     return (
         f"Test accuracy, mean ± sample std over {lot.seeds} seeds. Weights remaining = surviving fraction of the prunable weights "
         f"(every conv/linear weight; biases and norm parameters are never pruned). Each level removes {100 * lot.fraction:g}% of the "
@@ -109,7 +110,7 @@ def definitions(cfg: Config, points: int) -> str:
         f"*Matching*: mean IMP test accuracy at most {100 * lot.matching_tolerance:g} points below the dense networks'. "
         f"*Instability*: test error barrier between two copies of the rewound ticket trained with different data-order seeds "
         "(the IMP ticket and a fork), "
-        f"{barrier_math.definition(points)}; *stable* when below {100 * cfg.instability.threshold:g}%."
+        f"{barrier_math.definition(points)}; *stable* when below {100 * cfg.instability.threshold:g}% ({norm})."
     )
 
 
@@ -160,7 +161,7 @@ def stability_figure(stabs: pd.DataFrame, threshold: float, path: Path) -> None:
     plt.close(fig)
 
 
-def section(cfg: Config, levels: pd.DataFrame, points: int) -> str:
+def section(cfg: Config, levels: pd.DataFrame, points: int, bn: bool) -> str:
     sparsest = levels.iloc[-1]
     matching = levels[levels.matching]
     return "\n".join(
@@ -173,7 +174,7 @@ def section(cfg: Config, levels: pd.DataFrame, points: int) -> str:
             f"Data {cfg.data.name}, model {cfg.model.name} (norm {cfg.model.norm}), {cfg.train.optimizer} lr {cfg.train.lr}, "
             f"batch {cfg.train.batch_size}, {cfg.train.duration}; {cfg.lottery.levels} pruning levels.",
             "",
-            definitions(cfg, points),
+            definitions(cfg, points, bn),
             "",
             levels_markdown(levels),
             "",
@@ -197,6 +198,7 @@ def section(cfg: Config, levels: pd.DataFrame, points: int) -> str:
 def write(cfg: Config, level_dirs: list[Path], out_dir: Path) -> dict:
     acc, stab = read(level_dirs)
     points = int(stab.groupby(["level", "seed", "split"]).size().iloc[0])
+    bn = bool(stab.bn_reset.any())
     accs, stabs = accuracy_summary(acc), stability_summary(stab)
     levels = levels_table(accs, stabs, cfg.lottery.matching_tolerance, cfg.instability.threshold)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -204,15 +206,16 @@ def write(cfg: Config, level_dirs: list[Path], out_dir: Path) -> dict:
         accs.to_csv(tmp, index=False)
     with atomic_path(out_dir / "levels.csv") as tmp:
         levels.to_csv(tmp, index=False)
-    write_text(out_dir / "levels.md", "\n".join(["# Lottery tickets per pruning level", "", definitions(cfg, points), "", levels_markdown(levels), ""]))
+    write_text(out_dir / "levels.md", "\n".join(["# Lottery tickets per pruning level", "", definitions(cfg, points, bn), "", levels_markdown(levels), ""]))
     accuracy_figure(accs, out_dir / "accuracy.png")
     stability_figure(stabs, cfg.instability.threshold, out_dir / "stability.png")
     result = {
         "points": points,
+        "bn_reset": bn,
         "levels": {int(r.level): {k: (bool(v) if k in ("matching", "stable") else float(v)) for k, v in r._asdict().items() if k not in ("Index", "level")} for r in levels.itertuples()},
         "matching_levels": [int(v) for v in levels[levels.matching].level],
         "stable_levels": [int(v) for v in levels[levels.stable].level],
     }
     write_json(out_dir / "metrics.json", result)
-    write_text(out_dir / "section.md", section(cfg, levels, points))
+    write_text(out_dir / "section.md", section(cfg, levels, points, bn))
     return result
