@@ -146,3 +146,14 @@ def test_batchnorm_paths_recompute_statistics_and_say_so(trained, tmp_path):
     assert table.bn_reset.all()
     assert run("report-seeds", "--out-dir", str(tmp_path / "report"), str(out)) == 0
     assert "recomputed on training batches" in (tmp_path / "report/barriers.md").read_text()
+
+
+def test_imported_sources_follow_the_package_imports():
+    """The code hash of a job covers what it imports, and nothing of the other families."""
+    from modeconn.provenance import imported_sources
+
+    seeds = imported_sources("stages.seeds")
+    assert {"stages/seeds.py", "stages/common.py", "train.py", "core/population.py", "models.py", "config.py"} <= set(seeds)
+    assert not any(f.startswith(("report/", "stages/instability", "stages/rebasin")) for f in seeds)
+    report = imported_sources("report.seeds")
+    assert "core/barrier.py" in report and "train.py" not in report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import subprocess
@@ -28,6 +29,61 @@ def source_hash(*relative: str) -> str:
             h.update(str(f.relative_to(PACKAGE_DIR)).encode())
             h.update(f.read_bytes())
     return h.hexdigest()[:16]
+
+
+def imported_sources(*modules: str) -> list[str]:
+    """The package's source files that `modules` (dotted, relative to the package, e.g.
+    "stages.seeds") import, directly or through each other, themselves included.
+
+    Read statically from the import statements (those inside functions too), so the answer is a
+    superset of what a run executes. Paths are relative to the package, ready for `source_hash`.
+    """
+    todo = [m.strip(".") for m in modules]
+    seen: dict[str, Path] = {}
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _module_file(name)
+        seen[name] = path
+        todo += _package_imports(name, path)
+    return sorted(str(p.relative_to(PACKAGE_DIR)) for p in seen.values())
+
+
+def _module_file(name: str) -> Path:
+    base = PACKAGE_DIR.joinpath(*name.split(".")) if name else PACKAGE_DIR
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"module modeconn.{name} not found in the package")
+
+
+def _package_imports(name: str, path: Path) -> list[str]:
+    """Dotted names (relative to the package) of the package modules imported by one file."""
+    package = name.rsplit(".", 1)[0] if path.name != "__init__.py" else name
+    package = "" if package == name and path.name != "__init__.py" else package
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [a.name.removeprefix("modeconn.") for a in node.names if a.name == "modeconn" or a.name.startswith("modeconn.")]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".") if package else []
+                parts = parts[: len(parts) - (node.level - 1)] if node.level > 1 else parts
+                base = ".".join(parts + ([node.module] if node.module else []))
+            elif node.module and (node.module == "modeconn" or node.module.startswith("modeconn.")):
+                base = node.module.removeprefix("modeconn").strip(".")
+            else:
+                continue
+            found.append(base)
+            # `from . import x` / `from .core import params` may name submodules
+            found += [f"{base}.{a.name}".strip(".") for a in node.names if _is_module(f"{base}.{a.name}".strip("."))]
+    return [m for m in found if _is_module(m)]
+
+
+def _is_module(name: str) -> bool:
+    base = PACKAGE_DIR.joinpath(*name.split(".")) if name else PACKAGE_DIR
+    return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
 
 
 @functools.cache

@@ -4,7 +4,7 @@
 import json
 
 from modeconn.config import Config, ConfigError
-from modeconn.provenance import source_hash
+from modeconn.provenance import imported_sources, source_hash
 
 try:
     CFG = Config.from_dict(config, source="params.yaml (+ --configfile)")
@@ -16,8 +16,6 @@ ENV = "../envs/modeconn.yaml"
 # Only a run on CUDA asks the cluster for a GPU; on one machine the resource is unconstrained.
 GPU = 1 if CFG.runtime.device == "cuda" else 0
 DATA_FILE = f"data/prepared/{CFG.data.name}.safetensors"
-# Package modules every job that loads networks and evaluates them runs (see `code`).
-EVALUATION_CODE = ("core", "config.py", "schemas", "io.py", "models.py", "data.py", "checkpoint.py", "stages", "tracking.py")
 
 
 def params_json(**sections):
@@ -30,6 +28,9 @@ def params_json(**sections):
     return json.dumps(chosen, sort_keys=True)
 
 
-def code(*paths):
-    """Hash of the package modules that a job runs (Snakemake does not see edits to imported code)."""
-    return source_hash(*paths)
+def code(*modules):
+    """Hash of the source of the package modules a job runs (dotted, e.g. "stages.seeds") and of
+    every package module they import: Snakemake does not see edits to imported code, so this param
+    reruns exactly the jobs whose code changed. The schemas count wherever config.py does."""
+    files = imported_sources(*modules)
+    return source_hash(*files, *(["schemas"] if "config.py" in files else []))

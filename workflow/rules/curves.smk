@@ -31,7 +31,7 @@ rule train_curves:
         b=r"\d+",
     params:
         cfg=params_json(data=True, model=True, train=True, curves=True),
-        code=code(*EVALUATION_CODE, "train.py", "schedules.py"),
+        code=code("stages.curves"),
     conda:
         ENV
     threads: 2
@@ -60,7 +60,7 @@ rule evaluate_curves:
         b=r"\d+",
     params:
         cfg=params_json(data=True, model=True, evaluation=True, curves=True),
-        code=code(*EVALUATION_CODE),
+        code=code("stages.curves"),
     conda:
         ENV
     threads: 2
@@ -88,7 +88,7 @@ rule curve_plane:
         b=r"\d+",
     params:
         cfg=params_json(data=True, model=True, evaluation=True, curves=True),
-        code=code(*EVALUATION_CODE),
+        code=code("stages.curves"),
     conda:
         ENV
     threads: 2
@@ -121,7 +121,7 @@ rule report_curves:
         section="reports/curves/section.md",
     params:
         cfg=params_json(data=True, model=True, curves=True),
-        code=code("report", "core", "io.py"),
+        code=code("report.curves"),
     conda:
         ENV
     log:

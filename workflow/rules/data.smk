@@ -11,7 +11,7 @@ rule prepare_data:
         "data/prepared/{dataset}.safetensors",
     params:
         cfg=params_json(data=True),
-        code=code("data.py", "io.py"),
+        code=code("data"),
     conda:
         ENV
     log:

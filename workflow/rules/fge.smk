@@ -21,7 +21,7 @@ rule train_fge:
         table="results/fge/fge.csv",
     params:
         cfg=params_json(data=True, model=True, train=True, evaluation=True, fge=True),
-        code=code(*EVALUATION_CODE, "train.py", "schedules.py"),
+        code=code("stages.fge"),
         seeds=" ".join(map(str, SEEDS)),
         dirs=" ".join(FGE_SEED_DIRS),
     conda:
@@ -45,7 +45,7 @@ rule train_swa:
         table="results/swa/swa.csv",
     params:
         cfg=params_json(data=True, model=True, train=True, evaluation=True, swa=True),
-        code=code(*EVALUATION_CODE, "train.py", "schedules.py"),
+        code=code("stages.fge"),
         seeds=" ".join(map(str, SEEDS)),
         dirs=" ".join(FGE_SEED_DIRS),
     conda:
@@ -75,7 +75,7 @@ rule report_fge:
         section="reports/fge/section.md",
     params:
         cfg=params_json(data=True, model=True, train=True, fge=True, swa=True),
-        code=code("report", "core", "io.py"),
+        code=code("report.fge"),
     conda:
         ENV
     log:

@@ -12,17 +12,36 @@ include: "flatness_helpers.smk"
 # family -> checkpoints of its minima (any network checkpoint: seed, fork, ticket, fge, swa...)
 FLATNESS_MINIMA = {
     "seeds": [seed_file(s) for s in SEEDS],
+    "instability": [
+        f"results/instability/k{k}/trunk{s}.pair{p}.child{c}.safetensors"
+        for k in INSTABILITY_STEPS
+        for s in INSTABILITY_TRUNKS
+        for p in range(CFG.instability.pairs)
+        for c in (0, 1)
+    ],
+    "lottery": [f"results/lottery/level{l}/seed{s}.imp.safetensors" for l in LOTTERY_LEVELS for s in LOTTERY_SEEDS],
+    "fge": [f"results/fge/snapshots/seed{s}.cycle{j}.safetensors" for s in SEEDS for j in range(CFG.fge.cycles)],
+    "swa": [f"results/swa/models/seed{s}.safetensors" for s in SEEDS],
 }
 # family -> its paths: a pair (A, B) of network checkpoints for the linear path between them, or one
 # path checkpoint (stacked anchors, meta kind "path" with "path" and "anchors") or simplex checkpoint.
 FLATNESS_PATHS = {
     "seeds": [(seed_file(a), seed_file(b)) for a, b in SEED_PAIRS],
+    "curves": [f"results/curves/seed{a}-seed{b}.{kind}.safetensors" for a, b in CURVE_PAIRS for kind in CURVE_KINDS],
+    "neb": [f"results/neb/seed{a}-seed{b}.safetensors" for a, b in NEB_PAIRS],
+    "simplex": [f"results/simplex/seed{s}.safetensors" for s in SIMPLEX_SEEDS],
+    "rebasin": [
+        (seed_file(a), f"results/rebasin/pairs/seed{a}-seed{b}/{method}.safetensors")
+        for a, b in SEED_PAIRS
+        for method in CFG.rebasin.methods
+        if method != "none"  # the unmatched path is the seeds' linear path
+    ],
 }
 # Landscapes: name -> the minimum drawn around; name -> the two minima of a line through both.
 LANDSCAPE_CENTERS = {f"seed{s}": seed_file(s) for s in CFG.landscape.chosen_centers(SEEDS)}
 LANDSCAPE_PAIRS = {f"seed{a}-seed{b}": (seed_file(a), seed_file(b)) for a, b in CFG.landscape.chosen_pairs(SEED_PAIRS)}
 # A file inside a directory() output is required through that directory.
-DIRECTORY_OUTPUTS = sorted(set(POPULATION_DIR.values()))
+DIRECTORY_OUTPUTS = sorted(set(POPULATION_DIR.values())) + [f"results/lottery/level{l}" for l in LOTTERY_LEVELS] + ["results/fge/snapshots", "results/swa/models"]
 
 FLATNESS_REPORT = [
     f"reports/flatness/{name}"
@@ -41,14 +60,12 @@ README_INPUTS = {
     "flatness": ["reports/flatness/section.md"],
     "landscape": ["reports/landscape/section.md"],
 }
-FLATNESS_CODE = (*EVALUATION_CODE, "sections", "train.py")
 
 
 rule flatness:
     input:
         FLATNESS_REPORT,
         LANDSCAPE_REPORT,
-        "reports/README.md",
 
 
 rule landscape:
@@ -65,7 +82,7 @@ rule curvature_minima:
     params:
         cfg=params_json(data=True, model=True, evaluation=True, flatness=True),
         specs=lambda w: " ".join(f"--minimum {w.family}={f}" for f in FLATNESS_MINIMA[w.family]),
-        code=code(*FLATNESS_CODE),
+        code=code("stages.flatness"),
     conda:
         ENV
     threads: 1
@@ -87,7 +104,7 @@ rule curvature_paths:
     params:
         cfg=params_json(data=True, model=True, evaluation=True, flatness=True),
         specs=lambda w: " ".join(f"--path {path_spec(w.family, p)}" for p in FLATNESS_PATHS[w.family]),
-        code=code(*FLATNESS_CODE),
+        code=code("stages.flatness"),
     conda:
         ENV
     threads: 1
@@ -115,7 +132,7 @@ rule report_flatness:
         section="reports/flatness/section.md",
     params:
         cfg=params_json(),
-        code=code("report", "core/barrier.py", "io.py"),
+        code=code("report.flatness"),
     conda:
         ENV
     log:
@@ -132,7 +149,7 @@ rule landscape_directions:
     params:
         cfg=params_json(model=True, landscape={k: FULL["landscape"][k] for k in ("seed", "bias_and_norm")}),
         center=lambda w: LANDSCAPE_CENTERS[w.center],
-        code=code(*FLATNESS_CODE),
+        code=code("stages.landscape"),
     conda:
         ENV
     threads: 1
@@ -157,7 +174,7 @@ rule landscape_around:
     params:
         cfg=params_json(data=True, model=True, evaluation=True, landscape=True),
         center=lambda w: LANDSCAPE_CENTERS[w.center],
-        code=code(*FLATNESS_CODE),
+        code=code("stages.landscape"),
     conda:
         ENV
     threads: 1
@@ -181,7 +198,7 @@ rule landscape_between:
         cfg=params_json(data=True, model=True, evaluation=True, landscape=True),
         a=lambda w: LANDSCAPE_PAIRS[w.pair][0],
         b=lambda w: LANDSCAPE_PAIRS[w.pair][1],
-        code=code(*FLATNESS_CODE),
+        code=code("stages.landscape"),
     conda:
         ENV
     threads: 1
@@ -209,7 +226,7 @@ rule report_landscape:
         section="reports/landscape/section.md",
     params:
         cfg=params_json(landscape=True),
-        code=code("report", "io.py"),
+        code=code("report.landscape"),
     conda:
         ENV
     log:
@@ -226,7 +243,7 @@ rule report_readme:
         "reports/README.md",
     params:
         cfg=params_json(data=True, model=True, train=True, seeds=True, evaluation=True),
-        code=code("report", "core/barrier.py", "io.py"),
+        code=code("report.consolidated"),
     conda:
         ENV
     log:

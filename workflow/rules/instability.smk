@@ -30,7 +30,7 @@ rule fork_instability:
     params:
         # the children train on the seeds' schedule from the trunks' step-k checkpoints
         cfg=params_json(data=True, model=True, train=True, evaluation=True, seeds={"first": CFG.seeds.first, "count": CFG.seeds.count}, instability=True),
-        code=code(*EVALUATION_CODE, "train.py", "schedules.py"),
+        code=code("stages.instability"),
         out="results/instability/k{step}",
     conda:
         ENV
@@ -58,7 +58,7 @@ rule report_instability:
         section="reports/instability/section.md",
     params:
         cfg=params_json(data=True, model=True, train=True, instability=True),
-        code=code("report", "stages", "core", "io.py"),
+        code=code("report.instability"),
     conda:
         ENV
     log:

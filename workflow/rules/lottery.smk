@@ -28,12 +28,14 @@ rule lottery_level:
         # tickets train on the seeds' schedule; their stability uses the instability section's alphas
         cfg=params_json(data=True, model=True, train=True, evaluation=True, seeds={"first": CFG.seeds.first, "count": CFG.seeds.count},
                         lottery=True, instability={"points": CFG.instability.points}),
-        code=code(*EVALUATION_CODE, "train.py", "schedules.py"),
+        code=code("stages.lottery"),
         previous=lambda w, input: f"--previous {input.previous[0]}" if input.previous else "",
     conda:
         ENV
-    # one thread: the levels form a chain, and the spawn-step jobs of the instability family run
-    # beside it on the second core (two threads on a busy machine were several times slower)
+    # the chain of levels is the critical path of both families: start it first
+    priority: 1
+    # one thread: the spawn-step jobs of the instability family run beside the chain on the second
+    # core (two threads on a busy machine were several times slower)
     threads: 1
     resources:
         gpu=GPU,
@@ -58,7 +60,7 @@ rule report_lottery:
         section="reports/lottery/section.md",
     params:
         cfg=params_json(data=True, model=True, train=True, lottery=True, instability={"threshold": CFG.instability.threshold}),
-        code=code("report", "stages", "core", "io.py"),
+        code=code("report.lottery"),
     conda:
         ENV
     log:

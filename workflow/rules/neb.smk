@@ -26,7 +26,7 @@ rule neb_connect:
         b=r"\d+",
     params:
         cfg=params_json(data=True, model=True, evaluation=True, neb=True),
-        code=code(*EVALUATION_CODE, "train.py", "schedules.py", "sections"),
+        code=code("stages.neb"),
     conda:
         ENV
     threads: 1
@@ -56,7 +56,7 @@ rule report_neb:
         section="reports/neb/section.md",
     params:
         cfg=params_json(),
-        code=code("report", "core/barrier.py", "io.py"),
+        code=code("report.neb"),
     conda:
         ENV
     log:

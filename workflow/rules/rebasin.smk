@@ -13,7 +13,7 @@ REBASIN_REPORT = [
 ]
 # What a matching job reads: the seeds' model and data, how networks are evaluated, the family's section.
 REBASIN_CFG = params_json(data=True, model=True, evaluation=True, rebasin=True)
-REBASIN_CODE = code(*EVALUATION_CODE)
+REBASIN_CODE = code("stages.rebasin")
 
 
 rule rebasin:
@@ -62,7 +62,7 @@ rule train_rebasin_width:
     params:
         cfg=params_json(data=True, model=True, train=True, evaluation=True, seeds={"first": CFG.seeds.first},
                         rebasin={k: FULL["rebasin"][k] for k in ("width_seeds", "width_duration")}),
-        code=code(*EVALUATION_CODE, "train.py", "schedules.py"),
+        code=code("stages.rebasin"),
     conda:
         ENV
     threads: 1
@@ -119,7 +119,7 @@ rule report_rebasin:
     params:
         cfg=params_json(data=True, model=True, rebasin=True),
         pairs=[f"results/rebasin/pairs/seed{a}-seed{b}" for a, b in SEED_PAIRS],
-        code=code("report", "stages", "core", "io.py"),
+        code=code("report.rebasin"),
     conda:
         ENV
     log:

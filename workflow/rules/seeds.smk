@@ -28,7 +28,7 @@ rule train_seeds:
         # they save a checkpoint at every step some family asks for.
         cfg=params_json(data=True, model=True, train=FULL["train"] | {"checkpoint_steps": list(CFG.seed_checkpoint_steps())}, evaluation=True),
         seeds=lambda w: " ".join(map(str, POPULATIONS[int(w.population)])),
-        code=code(*EVALUATION_CODE, "train.py", "schedules.py"),
+        code=code("stages.seeds"),
     conda:
         ENV
     threads: 2
@@ -54,7 +54,7 @@ rule interpolate_seeds:
         b=r"\d+",
     params:
         cfg=params_json(data=True, model=True, evaluation=True, seeds={"interpolation_points": CFG.seeds.interpolation_points}),
-        code=code(*EVALUATION_CODE),
+        code=code("stages.seeds"),
     conda:
         ENV
     threads: 1
@@ -80,7 +80,7 @@ rule report_seeds:
         metrics="reports/seeds/metrics.json",
     params:
         cfg=params_json(),
-        code=code("report", "core/barrier.py", "io.py"),
+        code=code("report.seeds"),
     conda:
         ENV
     log:

@@ -23,7 +23,7 @@ rule simplex_grow:
     params:
         cfg=params_json(data=True, model=True, evaluation=True, simplex=True),
         checkpoints=" ".join(f"{POPULATION_DIR[s]}/seed{s}.safetensors" for s in SIMPLEX_SEEDS),
-        code=code(*EVALUATION_CODE, "train.py", "schedules.py", "sections"),
+        code=code("stages.simplex"),
     conda:
         ENV
     threads: 2
@@ -52,7 +52,7 @@ rule report_simplex:
         section="reports/simplex/section.md",
     params:
         cfg=params_json(simplex={"eval_samples": CFG.simplex.eval_samples, "ensemble_samples": CFG.simplex.ensemble_samples}),
-        code=code("report", "core/barrier.py", "io.py"),
+        code=code("report.simplex"),
     conda:
         ENV
     log:
