@@ -189,3 +189,12 @@ def test_train_config_defaults_are_consistent_with_schedules():
 
     t = TrainConfig()
     assert iterations(t.duration, 10) > iterations(t.warmup, 10)
+
+
+def test_params_yaml_lists_every_key_at_its_default():
+    """params.yaml is the default preset and DVC's params file: it names every key (so `dvc params
+    diff` sees every change) with exactly the schema's default."""
+    listed = flatten(load_yaml(ROOT / "params.yaml"))
+    defaults = flatten(Config().to_dict())
+    assert sorted(set(defaults) - set(listed)) == []
+    assert {k: v for k, v in listed.items() if defaults[k] != v} == {}
