@@ -43,3 +43,4 @@ rule all:
         rules.simplex.input,
         rules.rebasin.input,
         rules.flatness.input,
+        "reports/README.md",  # the consolidated report: every family's section
