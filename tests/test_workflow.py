@@ -59,10 +59,45 @@ def test_reports_are_written(work):
 
 
 def test_checkpoints_per_seed_and_step(work):
-    names = sorted(p.name for p in (work / "results/seeds").glob("population*/*.safetensors"))
-    # 3 seeds (population 2 → two jobs), final + steps 0 and 1 epoch (480 train examples / 64 = 7 steps) each.
-    assert len(names) == 9
-    assert {"seed0.safetensors", "seed1.step0.safetensors", "seed2.step7.safetensors"} <= set(names)
+    """Every seed saves its final weights and a checkpoint at every step some family asks for."""
+    from modeconn.config import Config, load_yaml
+    from modeconn.schedules import iterations
+
+    cfg = Config.from_dict(load_yaml(work / "params.yaml", work / "config/smoke.yaml"))
+    steps = {iterations(s, 480 // 64 + (480 % 64 > 0)) for s in cfg.seed_checkpoint_steps()}
+    assert {0, 7} <= steps  # train.checkpoint_steps [0it, 1ep] (480 examples / 64 = 7 steps per epoch)
+    names = {p.name for p in (work / "results/seeds").glob("population*/*.safetensors")}
+    expected = {f"seed{s}.safetensors" for s in range(3)} | {f"seed{s}.step{k}.safetensors" for s in range(3) for k in steps}
+    assert names == expected
+
+
+FAMILIES = ("seeds", "instability", "lottery", "curves", "fge", "neb", "simplex", "rebasin", "flatness", "landscape")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_writes_its_reports(work, family):
+    """Every file the family's target lists is written; its DVC metrics parse; its section is in the README."""
+    reports = work / "reports" / family
+    assert reports.is_dir()
+    for path in reports.iterdir():
+        assert path.stat().st_size > 0, path
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert isinstance(metrics, dict) and metrics
+    pngs = list(reports.glob("*.png"))
+    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    readme = (work / "reports/README.md").read_text()
+    if family != "seeds":
+        section = (reports / "section.md").read_text()
+        assert section.splitlines()[0].startswith("## ")
+        assert section.splitlines()[0] in readme
+
+
+def test_every_family_is_recorded_in_mlflow(work):
+    db = sqlite3.connect(work / "mlflow.db")
+    families = {v for (v,) in db.execute("select value from tags where key = 'family'")}
+    assert set(FAMILIES) <= families, families
+    failed = db.execute("select name from runs where status != 'FINISHED'").fetchall()
+    assert failed == []
 
 
 def test_mlflow_records_every_job(work):

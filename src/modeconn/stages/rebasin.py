@@ -232,7 +232,7 @@ def width_seeds(cfg: Config) -> list[int]:
 
 def train_width(cfg: Config, width: int, data_path: Path, out_dir: Path, job: Job) -> list[Path]:
     """Train the width-sweep seeds at `width` as one population (the seeds family's training)."""
-    return seeds_stage.train(width_config(cfg, width), width_seeds(cfg), data_path, out_dir, job)
+    return seeds_stage.train(width_config(cfg, width), width_seeds(cfg), data_path, out_dir, job, family="rebasin")
 
 
 def sweep_width(cfg: Config, width: int, data_path: Path, in_dir: Path, out_csv: Path, job: Job) -> pd.DataFrame:

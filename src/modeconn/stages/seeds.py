@@ -33,8 +33,10 @@ def checkpoint_name(seed: int, step: int | None = None) -> str:
     return f"seed{seed}.safetensors" if step is None else f"seed{seed}.step{step}.safetensors"
 
 
-def train(cfg: Config, seeds: list[int], data_path: Path, out_dir: Path, job: Job) -> list[Path]:
-    """Train `seeds` as one population; write one checkpoint per seed (and per checkpoint step)."""
+def train(cfg: Config, seeds: list[int], data_path: Path, out_dir: Path, job: Job, family: str = "seeds") -> list[Path]:
+    """Train `seeds` as one population; write one checkpoint per seed (and per checkpoint step).
+
+    `family` labels the MLflow runs (another family may train its own seeds, e.g. a width sweep)."""
     device = job.setup()
     data = data_on(data_path, device)
     model, params, buffers = init_population(lambda: skeleton(cfg, data, torch.device("cpu")), seeds)
@@ -66,7 +68,7 @@ def train(cfg: Config, seeds: list[int], data_path: Path, out_dir: Path, job: Jo
             )
             checkpoint.save(out_dir / checkpoint_name(seed, None if final else state.step), ckpt)
 
-    logged, tags = params_of(cfg, *TRAIN_SECTIONS), job.tags(family="seeds")
+    logged, tags = params_of(cfg, *TRAIN_SECTIONS), job.tags(family=family)
     with tracking.job(cfg.tracking, f"train seeds {seeds}", logged, tags) as run:
         # One child run per network, with the job's params and tags, so each seed is found alone.
         children = [run.open_child(f"seed{s}", {**logged, "seed": s, "population": len(seeds)}, tags) for s in seeds]
