@@ -35,6 +35,14 @@ from .common import Job, bn_batches, data_on, evaluate_population, params_of, sk
 from .seeds import _check_model, checkpoint_name
 
 
+def _check_start(name: str, start: int, cfg: Config, spe: int) -> None:
+    """The start checkpoint must lie inside the seeds' training (else the seeds never saved it)."""
+    total = iterations(cfg.train.duration, spe)
+    if not 0 <= start < total:
+        raise ValueError(f"{name}.start is iteration {start}, not inside the seeds' training of {total} iterations "
+                         f"(train.duration {cfg.train.duration!r}); set {name}.start to ~75-80% of train.duration")
+
+
 def _load_seeds(cfg: Config, seeds: list[int], dirs: list[Path], step: int | None, device) -> list[checkpoint.Checkpoint]:
     """Each seed's checkpoint at `step` (None: final); a step checkpoint must carry optimizer state."""
     if len(seeds) != len(dirs):
@@ -113,6 +121,7 @@ def fge(cfg: Config, data_path: Path, seeds: list[int], dirs: list[Path], out_di
         total = iterations(cfg.train.duration, spe)
         train_cfg, snaps = fge_schedule(cfg, spe)
         s0 = iterations(cfg.fge.start, spe)
+        _check_start("fge", s0, cfg, spe)
         starts = _load_seeds(cfg, seeds, dirs, s0, device)
         model = skeleton(cfg, data, device)
         snapshots: list[tuple[dict, dict]] = []
@@ -162,6 +171,7 @@ def swa(cfg: Config, data_path: Path, seeds: list[int], dirs: list[Path], out_di
         steps = list(range(s0 + every, s0 + length + 1, every))
         train_cfg = dataclasses.replace(cfg.train, lr=s.lr, schedule="constant", milestones=(), warmup="0it",
                                         duration=f"{s0 + length}it", checkpoint_steps=tuple(f"{k}it" for k in steps))
+        _check_start("swa", s0, cfg, spe)
         starts = _load_seeds(cfg, seeds, dirs, s0, device)
         model = skeleton(cfg, data, device)
         avg_p, avg_b = RunningAverage(), RunningAverage()
