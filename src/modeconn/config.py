@@ -146,7 +146,7 @@ class TrainConfig:
     nesterov: bool = False
     weight_decay: float = 0.0
     batch_size: int = 128
-    duration: str = "60ep"
+    duration: str = "30ep"
     schedule: str = "constant"
     warmup: str = "0it"
     milestones: tuple[str, ...] = ()

@@ -17,7 +17,7 @@ class CurvesConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     batch_size: int = 128
-    duration: str = "20ep"
+    duration: str = "15ep"
     points: int = 61
     ensemble_sizes: tuple[int, ...] = (2, 3, 5, 9)
     grid: int = 9
@@ -31,8 +31,8 @@ class CurvesConfig:
 class FgeConfig:
     """Fast geometric ensembling (Garipov et al. 2018)."""
 
-    start: str = "48ep"
-    cycle: str = "2ep"
+    start: str = "24ep"
+    cycle: str = "1ep"
     cycles: int = 6
     lr1: float = 0.005
     lr2: float = 0.00005
@@ -45,8 +45,8 @@ class FgeConfig:
 class SwaConfig:
     """Stochastic weight averaging (Izmailov et al. 2018)."""
 
-    start: str = "45ep"
-    duration: str = "15ep"
+    start: str = "22ep"
+    duration: str = "8ep"
     lr: float = 0.001
     every: str = "1ep"
 

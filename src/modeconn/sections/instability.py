@@ -16,7 +16,7 @@ class InstabilityConfig:
     below `threshold`.
     """
 
-    steps: tuple[str, ...] = ("0it", "16it", "64it", "256it")
+    steps: tuple[str, ...] = ("0it", "8it", "32it", "128it")
     trunks: int = 2
     pairs: int = 1
     points: int = 30

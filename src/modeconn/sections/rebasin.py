@@ -22,4 +22,4 @@ class RebasinConfig:
     repair_examples: int = 2000
     widths: tuple[int, ...] = (16, 64, 256)
     width_seeds: int = 2
-    width_duration: str = "30ep"
+    width_duration: str = "15ep"
