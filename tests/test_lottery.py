@@ -13,7 +13,7 @@ from conftest import MLP_SHAPE, synthetic
 from modeconn import checkpoint
 from modeconn.config import Config, ModelConfig, TrainConfig
 from modeconn.core import pruning
-from modeconn.core.params import member, stack
+from modeconn.core.params import member
 from modeconn.models import build_model, model_info
 from modeconn.train import MemberSeeds, init_population, member_optimizer_state, train_population
 

@@ -34,7 +34,7 @@ FLATNESS_PATHS = {
         (seed_file(a), f"results/rebasin/pairs/seed{a}-seed{b}/{method}.safetensors")
         for a, b in SEED_PAIRS
         for method in CFG.rebasin.methods
-        if method != "none"  # the unmatched path is the seeds' linear path
+        if method == "weight"  # Re-Basin's main method; the unmatched path is the seeds' linear path
     ],
 }
 # Landscapes: name -> the minimum drawn around; name -> the two minima of a line through both.

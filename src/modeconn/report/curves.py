@@ -24,6 +24,7 @@ import torch  # noqa: E402
 from ..core.barrier import mean_std  # noqa: E402
 from ..core.curves import path_summary  # noqa: E402
 from ..io import atomic_path, write_json, write_text  # noqa: E402
+from .figures import save_figure
 
 PATHS = ("linear", "bezier", "polychain")
 STATS = ("min", "max", "mean", "int", "barrier")
@@ -69,9 +70,7 @@ def ensemble_summary(ens: pd.DataFrame) -> pd.DataFrame:
 
 
 def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def along_figure(along: pd.DataFrame, path: Path) -> None:

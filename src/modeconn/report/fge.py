@@ -23,6 +23,7 @@ import torch  # noqa: E402
 
 from ..core.barrier import mean_std  # noqa: E402
 from ..io import atomic_path, write_json, write_text  # noqa: E402
+from .figures import save_figure
 
 SNAPSHOTS = "fge (first n snapshots)"
 
@@ -72,9 +73,7 @@ def figure(curve: pd.DataFrame, swa: pd.DataFrame, path: Path) -> None:
         ax.set_xlabel("members in the ensemble")
         ax.set_ylabel(label)
     fig.suptitle("FGE snapshots vs independently trained seeds (mean ± std over seeds / subsets); SWA and SGD as lines")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def metrics(fge: pd.DataFrame, swa: pd.DataFrame) -> dict:

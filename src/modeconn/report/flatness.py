@@ -27,6 +27,7 @@ import torch  # noqa: E402
 
 from ..core.barrier import mean_std  # noqa: E402
 from ..io import atomic_path, write_json, write_text  # noqa: E402
+from .figures import save_figure
 
 CAVEAT = (
     "**Scale-invariance caveat (Dinh et al. 2017).** Sharpness measures such as the Hessian trace and "
@@ -133,9 +134,7 @@ def sharpness_figure(minima: pd.DataFrame, path: Path) -> None:
 
 
 def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def spearman(x: pd.Series, y: pd.Series) -> float:

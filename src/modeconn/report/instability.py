@@ -29,6 +29,7 @@ from ..core import barrier as barrier_math  # noqa: E402
 from ..core.instability import first_stable  # noqa: E402
 from ..io import atomic_path, write_json, write_text  # noqa: E402
 from ..stages.instability import barriers  # noqa: E402
+from .figures import save_figure
 
 SPLITS = ("train", "test")
 
@@ -109,9 +110,7 @@ def figure(summ: pd.DataFrame, table: pd.DataFrame, threshold: float, path: Path
     right.set_title("Linear path between the two children")
     right.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def metrics(summ: pd.DataFrame, stable: dict, points: int, bn: bool) -> dict:

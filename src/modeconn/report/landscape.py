@@ -22,15 +22,14 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from ..io import atomic_path, write_json, write_text  # noqa: E402
+from .figures import save_figure
 
 METRICS = ("loss", "error")
 SPLITS = ("train", "test")
 
 
 def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def figure_1d(table: pd.DataFrame, path: Path) -> None:

@@ -30,6 +30,7 @@ from ..core import barrier as barrier_math  # noqa: E402
 from ..io import atomic_path, write_json, write_text  # noqa: E402
 from ..stages.instability import barriers  # noqa: E402
 from .instability import pm  # noqa: E402
+from .figures import save_figure
 
 VARIANTS = {"imp": "IMP ticket (rewound)", "random_prune": "random pruning", "reinit": "random reinitialisation"}
 
@@ -134,9 +135,7 @@ def accuracy_figure(accs: pd.DataFrame, path: Path) -> None:
     ax.set_title("IMP tickets vs random pruning and reinitialisation")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def stability_figure(stabs: pd.DataFrame, threshold: float, path: Path) -> None:
@@ -156,9 +155,7 @@ def stability_figure(stabs: pd.DataFrame, threshold: float, path: Path) -> None:
     ax.set_title("Instability of the rewound IMP ticket vs sparsity")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def section(cfg: Config, levels: pd.DataFrame, points: int, bn: bool) -> str:

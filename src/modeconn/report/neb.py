@@ -24,6 +24,7 @@ from scipy.sparse.csgraph import minimum_spanning_tree  # noqa: E402
 
 from ..core.barrier import mean_std  # noqa: E402
 from ..io import atomic_path, write_json, write_text  # noqa: E402
+from .figures import save_figure
 
 METRICS = ("loss", "error")
 SPLITS = ("train", "test")
@@ -143,9 +144,7 @@ def paths_figure(table: pd.DataFrame, path: Path) -> None:
         ax.set_xlabel("position along the path (AutoNEB t; linear α)")
     grid.set_titles("{row_name} — {col_name}")
     grid.figure.suptitle("AutoNEB (solid, pivots as dots) vs linear (dashed) paths between seeds", y=1.02)
-    with atomic_path(path) as tmp:
-        grid.figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(grid.figure)
+    save_figure(grid.figure, path)
 
 
 def mst_figure(pairs: pd.DataFrame, edges: pd.DataFrame, path: Path) -> None:
@@ -168,9 +167,7 @@ def mst_figure(pairs: pd.DataFrame, edges: pd.DataFrame, path: Path) -> None:
     ax.set_xlabel("seed")
     ax.set_ylabel("seed")
     ax.set_title("Saddle train loss: below diagonal AutoNEB, above linear;\nred boxes: minimum spanning tree edges")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def metrics(summ: pd.DataFrame, pairs: pd.DataFrame, edges: pd.DataFrame) -> dict:

@@ -27,6 +27,7 @@ import torch  # noqa: E402
 from ..core import barrier as barrier_math  # noqa: E402
 from ..io import atomic_path, write_json, write_text  # noqa: E402
 from ..stages.rebasin import barriers  # noqa: E402
+from .figures import save_figure
 
 METHODS = ("none", "weight", "activation", "ste")
 LABELS = {"none": "no matching", "weight": "weight matching", "activation": "activation matching", "ste": "straight-through"}
@@ -147,9 +148,7 @@ def figure_collapse(coll: pd.DataFrame, path: Path) -> None:
 
 
 def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _csv(df: pd.DataFrame, path: Path) -> None:

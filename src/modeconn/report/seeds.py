@@ -10,16 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+import seaborn as sns
+import torch
 
-matplotlib.use("Agg")  # files only; no display on the workflow's machines
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-import torch  # noqa: E402
-
-from ..core import barrier as barrier_math  # noqa: E402
-from ..io import atomic_path, write_json, write_text  # noqa: E402
+from ..core import barrier as barrier_math
+from ..io import atomic_path, write_json, write_text
+from .figures import save_figure  # first: selects the Agg backend
 
 METRICS = ("loss", "error")
 SPLITS = ("train", "test")
@@ -111,9 +108,7 @@ def figure(table: pd.DataFrame, path: Path) -> None:
         ax.set_xlabel("α  (θ = (1−α) θ_A + α θ_B)")
     grid.set_titles("{row_name} — {col_name}")
     grid.figure.suptitle("Linear interpolation between independently trained seeds (endpoints circled)", y=1.02)
-    with atomic_path(path) as tmp:
-        grid.figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(grid.figure)
+    save_figure(grid.figure, path)
 
 
 def metrics(summ: pd.DataFrame, pairs: pd.DataFrame, points: int) -> dict:

@@ -21,6 +21,7 @@ import torch  # noqa: E402
 
 from ..core.barrier import mean_std  # noqa: E402
 from ..io import atomic_path, write_json, write_text  # noqa: E402
+from .figures import save_figure
 
 DEFINITION = (
     "per simplex (one per seed), {samples} points w ~ Dirichlet(1) are sampled (a simplex of 1 vertex is the "
@@ -82,9 +83,7 @@ def simplex_figure(points: pd.DataFrame, path: Path) -> None:
         ax.set_xlabel("vertices of the simplex (1 = the trained seed)")
     grid.set_titles("{row_name} — {col_name}")
     grid.figure.suptitle("SPRO: loss and accuracy at Dirichlet(1)-sampled points of each simplex (black: mean)", y=1.02)
-    with atomic_path(path) as tmp:
-        grid.figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(grid.figure)
+    save_figure(grid.figure, path)
 
 
 def ensemble_figure(ens: pd.DataFrame, path: Path) -> None:
@@ -99,9 +98,7 @@ def ensemble_figure(ens: pd.DataFrame, path: Path) -> None:
     axes[0].legend()
     fig.suptitle("ESPRO vs deep ensemble of the same seeds (test split)")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def metrics(summ: pd.DataFrame, ens: pd.DataFrame) -> dict:
