@@ -30,7 +30,7 @@ from torch.func import functional_call
 
 from .params import TensorDict
 from .permutation import Permutation, PermutationSpec, apply, identity, permute_tensor, sizes
-from .population import mode
+from .population import mode, module_outputs
 
 
 def assignment(cost: Tensor) -> Tensor:
@@ -125,7 +125,7 @@ class _Moments:
         return cov / (sa[:, None] * sb[None, :] + eps)
 
 
-def _channels_last(t: Tensor) -> Tensor:
+def channels_last(t: Tensor) -> Tensor:
     """[B, C, ...] → [B·..., C]: every example and spatial position is one observation."""
     return t.movedim(1, -1).reshape(-1, t.shape[1])
 
@@ -133,16 +133,8 @@ def _channels_last(t: Tensor) -> Tensor:
 @torch.no_grad()
 def post_activation_features(model: nn.Module, params: TensorDict, buffers: TensorDict, points: dict[str, tuple[str, ...]], x: Tensor) -> dict[str, list[Tensor]]:
     """relu(output) [B·positions, C] of each module in `points` (perm → module names), eval mode."""
-    seen: dict[str, Tensor] = {}
-    modules = {m for ms in points.values() for m in ms}
-    hooks = [model.get_submodule(m).register_forward_hook(lambda _m, _i, out, m=m: seen.__setitem__(m, out)) for m in modules]
-    try:
-        with mode(model, training=False):
-            functional_call(model, (params, buffers), (x,))
-    finally:
-        for h in hooks:
-            h.remove()
-    return {p: [_channels_last(F.relu(seen[m])) for m in ms] for p, ms in points.items()}
+    seen = module_outputs(model, params, buffers, x, (m for ms in points.values() for m in ms))
+    return {p: [channels_last(F.relu(seen[m])) for m in ms] for p, ms in points.items()}
 
 
 def activation_correlations(model, spec, state_a, state_b, x: Tensor, batch_size: int = 500) -> dict[str, Tensor]:

@@ -46,6 +46,20 @@ def mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
             m.training = was
 
 
+@torch.no_grad()
+def module_outputs(model: nn.Module, params: TensorDict, buffers: TensorDict, x: Tensor, names: Iterable[str]) -> dict[str, Tensor]:
+    """Outputs of the named submodules of one network on x (eval mode), captured with forward hooks."""
+    seen: dict[str, Tensor] = {}
+    hooks = [model.get_submodule(n).register_forward_hook(lambda _m, _i, out, n=n: seen.__setitem__(n, out)) for n in set(names)]
+    try:
+        with mode(model, training=False):
+            functional_call(model, (params, buffers), (x,))
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
 def _chunks(k: int, chunk: int) -> list[slice]:
     step = k if chunk <= 0 else chunk
     return [slice(i, min(i + step, k)) for i in range(0, k, step)]

@@ -25,7 +25,8 @@ from torch.func import functional_call
 
 from .params import TensorDict
 from .permutation import PermutationSpec
-from .population import mode
+from .matching import channels_last
+from .population import mode, module_outputs
 
 Stats = dict[str, tuple[Tensor, Tensor]]  # module name → (mean [C], std [C])
 EPS = 1e-5
@@ -33,7 +34,7 @@ EPS = 1e-5
 
 def _per_channel(out: Tensor) -> tuple[Tensor, Tensor]:
     """Mean and (population) std over examples and positions of each channel (axis 1)."""
-    flat = out.movedim(1, -1).reshape(-1, out.shape[1]).double()
+    flat = channels_last(out).double()
     return flat.mean(0), flat.std(0, unbiased=False)
 
 
@@ -44,18 +45,8 @@ def _shape(v: Tensor, like: Tensor) -> Tensor:
 @torch.no_grad()
 def channel_stats(model: nn.Module, params: TensorDict, buffers: TensorDict, spec: PermutationSpec, x: Tensor) -> Stats:
     """Per-channel mean and std of every REPAIR point's output on x (eval mode, no correction)."""
-    seen: Stats = {}
-    hooks = [
-        model.get_submodule(m).register_forward_hook(lambda _m, _i, out, m=m: seen.__setitem__(m, _per_channel(out)))
-        for m, _, _ in spec.repair
-    ]
-    try:
-        with mode(model, training=False):
-            functional_call(model, (params, buffers), (x,))
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
+    outputs = module_outputs(model, params, buffers, x, (m for m, _, _ in spec.repair))
+    return {m: _per_channel(out) for m, out in outputs.items()}
 
 
 def interpolate_stats(stats_a: Stats, stats_b: Stats, alpha: float) -> Stats:
