@@ -22,7 +22,7 @@ import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 from scipy.sparse.csgraph import minimum_spanning_tree  # noqa: E402
 
-from ..core.barrier import mean_std  # noqa: E402
+from ..core.barrier import barrier, mean_std  # noqa: E402
 from ..io import atomic_path, write_json, write_text  # noqa: E402
 from .figures import save_figure
 
@@ -61,15 +61,15 @@ def per_pair(table: pd.DataFrame) -> pd.DataFrame:
         neb = group[group.path == "autoneb"].sort_values("position")
         lin = group[group.path == "linear"].sort_values("position")
         for metric in METRICS:
-            ends = 0.5 * (neb[metric].iloc[0] + neb[metric].iloc[-1])
             row = {"pair": pair, "seed_a": int(neb.seed_a.iloc[0]), "seed_b": int(neb.seed_b.iloc[0]), "split": split,
-                   "metric": metric, "endpoints": ends, "neb_saddle": neb[metric].max(),
+                   "metric": metric, "endpoints": 0.5 * (neb[metric].iloc[0] + neb[metric].iloc[-1]),
+                   "neb_saddle": neb[metric].max(),
                    "neb_saddle_t": neb.position.iloc[int(neb[metric].to_numpy().argmax())],
-                   "pivots": int(neb["pivot"].sum()), "neb_points": len(neb)}
-            row["neb_barrier"] = row["neb_saddle"] - ends
+                   "pivots": int(neb["pivot"].sum()), "neb_points": len(neb),
+                   "neb_barrier": barrier(torch.tensor(neb[metric].to_numpy())).item()}
             if len(lin):
                 row["linear_saddle"] = lin[metric].max()
-                row["linear_barrier"] = row["linear_saddle"] - 0.5 * (lin[metric].iloc[0] + lin[metric].iloc[-1])
+                row["linear_barrier"] = barrier(torch.tensor(lin[metric].to_numpy())).item()
             rows.append(row)
     return pd.DataFrame(rows)
 
