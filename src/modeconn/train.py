@@ -108,6 +108,10 @@ class TrainState:
     steps_per_epoch: int
     total_steps: int
 
+    def progress(self) -> dict[str, int]:
+        """Where in training this is, for checkpoint metadata."""
+        return {"step": self.step, "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch}
+
 
 def member_optimizer_state(state: TrainState, i: int) -> TensorDict:
     """Member i's slice of the optimizer state, as flat {"<param>/<key>": tensor} (for checkpoints).

@@ -167,9 +167,7 @@ def save_children(cfg: Config, out_dir: Path, children: list[Child], state: Trai
             "child": c.child,
             "spawn_step": spawn_step,
             "seeds": dataclasses.asdict(c.seeds),
-            "step": state.step,
-            "total_steps": state.total_steps,
-            "steps_per_epoch": state.steps_per_epoch,
+            **state.progress(),
             "config": record,
             "code": version,
         }

@@ -187,9 +187,7 @@ def save_tickets(cfg: Config, out_dir: Path, members, state: TrainState, level_i
             "layer_density": pruning.layer_density(mask),
             "mask_file": mask_file(seed, variant),
             "seeds": dataclasses.asdict(seeds),
-            "step": state.step,
-            "total_steps": state.total_steps,
-            "steps_per_epoch": state.steps_per_epoch,
+            **state.progress(),
             "config": record,
             "code": version,
         }

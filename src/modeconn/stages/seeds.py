@@ -54,9 +54,7 @@ def train(cfg: Config, seeds: list[int], data_path: Path, out_dir: Path, job: Jo
                 "kind": "seed",
                 "seed": seed,
                 "seeds": dataclasses.asdict(member_seeds[i]),
-                "step": state.step,
-                "total_steps": state.total_steps,
-                "steps_per_epoch": state.steps_per_epoch,
+                **state.progress(),
                 "config": config_record,
                 "code": version,
             }
