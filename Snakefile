@@ -1,7 +1,9 @@
 # modeconn: regenerate every figure and table of the mode-connectivity papers into reports/.
 #   snakemake                       # default params.yaml (MNIST-1D, CPU, minutes)
 #   snakemake --configfile config/mnist.yaml
+#   snakemake <family>              # one family and what it needs (e.g. snakemake lottery)
 #   snakemake --report report.html  # HTML report with every figure and table
+# The families and their rules come from the registry (src/modeconn/families/__init__.py).
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -10,17 +12,28 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
+# One meaning per wildcard name, for every rule of every family.
+wildcard_constraints:
+    a=r"\d+",
+    b=r"\d+",
+    population=r"\d+",
+    width=r"\d+",
+    level=r"[1-9][0-9]*",
+    step=r"[0-9]+(ep|it)",
+    dims="[12]",
+    table="minima|paths",
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
-include: "workflow/rules/seeds.smk"
-include: "workflow/rules/instability.smk"
-include: "workflow/rules/lottery.smk"
-include: "workflow/rules/curves.smk"
-include: "workflow/rules/fge.smk"
-include: "workflow/rules/neb.smk"
-include: "workflow/rules/simplex.smk"
-include: "workflow/rules/rebasin.smk"
-include: "workflow/rules/flatness.smk"
+
+
+for family in FAMILIES:
+
+    include: str(family.file("rules.smk"))
+
+
+include: "workflow/rules/report.smk"
 
 
 report: "workflow/report/workflow.rst"
@@ -34,13 +47,5 @@ onstart:
 rule all:
     default_target: True
     input:
-        rules.seeds.input,
-        rules.instability.input,
-        rules.lottery.input,
-        rules.curves.input,
-        rules.fge.input,
-        rules.neb.input,
-        rules.simplex.input,
-        rules.rebasin.input,
-        rules.flatness.input,
+        [getattr(rules, family.name).input for family in FAMILIES],
         "reports/README.md",  # the consolidated report: every family's section

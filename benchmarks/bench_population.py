@@ -48,7 +48,7 @@ from modeconn.config import EvaluationConfig, ModelConfig, TrainConfig
 from modeconn.core import params as P
 from modeconn.core import paths, population
 from modeconn.models import build_model
-from modeconn.stages.common import Job
+from modeconn.jobs import Job
 from modeconn.train import MemberSeeds, init_population, train_population
 
 NUM_CLASSES = 10

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modeconn.config import SECTIONS, Config, ConfigError, ModelConfig, TrainConfig, flatten, load_yaml, schema, validate
+from modeconn.config import Config, ConfigError, ModelConfig, TrainConfig, flatten, load_yaml, schema, sections, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAM_FILES = [ROOT / "params.yaml", *sorted((ROOT / "config").glob("*.yaml"))]
@@ -23,8 +23,8 @@ def test_empty_dict_gives_defaults():
 def test_schema_defaults_match_dataclass_defaults():
     """Every schema property has a typed field with the same default, and vice versa."""
     sch = schema()
-    assert set(sch["properties"]) == set(SECTIONS)
-    for name, cls in SECTIONS.items():
+    assert set(sch["properties"]) == set(sections())
+    for name, cls in sections().items():
         props = sch["properties"][name]["properties"]
         fields = {f.name: f for f in dataclasses.fields(cls)}
         assert set(props) == set(fields), name
@@ -40,7 +40,7 @@ def test_validate_fills_defaults_without_modifying_input():
     out = validate(raw)
     assert raw == {"train": {"lr": 0.5}}
     assert out["train"]["lr"] == 0.5 and out["train"]["optimizer"] == "adam"
-    assert set(out) == set(SECTIONS)
+    assert set(out) == set(sections())
 
 
 def test_from_dict_types_values():
@@ -178,7 +178,7 @@ def test_flatten_gives_dotted_keys():
     }
     assert flatten({}) == {}
     keys = set(flatten(Config().to_dict()))
-    expected = {f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+    expected = {f"{s}.{f.name}" for s, cls in sections().items() for f in dataclasses.fields(cls)}
     assert keys == expected
     assert "train.lr" in keys and "seeds.interpolation_points" in keys
 

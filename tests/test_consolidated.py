@@ -1,12 +1,13 @@
-"""The consolidated reports/README.md: every present section in order, absent ones left out, the
-header from the config, the seeds section built from its barrier table and metrics."""
+"""The consolidated reports/README.md: every present section in registry order, absent ones left
+out, the header from the config; the seeds family's section built from its barrier table and metrics."""
 
 from __future__ import annotations
 
 import json
 
 from modeconn.config import Config
-from modeconn.report import consolidated
+from modeconn import consolidated
+from modeconn.families.seeds.report import section as seeds_section
 
 SEEDS_MD = """# Linear interpolation between independently trained seeds
 
@@ -35,6 +36,7 @@ def fake_reports(root, families, train_loss=4.97):
     (root / "seeds").mkdir(parents=True)
     (root / "seeds/barriers.md").write_text(SEEDS_MD)
     (root / "seeds/metrics.json").write_text(json.dumps(seeds_metrics(train_loss)))
+    (root / "seeds/section.md").write_text(seeds_section(SEEDS_MD, seeds_metrics(train_loss)))
     for f in families:
         (root / f).mkdir()
         (root / f / "section.md").write_text(f"## Section of {f}\n\nbody of {f} ![fig]({f}/fig.png)\n")
@@ -62,16 +64,16 @@ def test_header_names_data_model_training_and_barrier_definition(tmp_path):
 
 def test_seeds_section_from_barrier_table_and_metrics(tmp_path):
     fake_reports(tmp_path, [])
-    section = consolidated.seeds_section(tmp_path / "seeds")
+    section = (tmp_path / "seeds/section.md").read_text()
     assert section.startswith("## Seeds")
     assert "| train   | loss     | 4.9683 ± 0.5371" in section and "Per pair" not in section
     assert "a high barrier, as claimed" in section and "seeds/interpolation.png" in section
     low = tmp_path / "low"
     fake_reports(low, [], train_loss=0.01)
-    assert "no high barrier, unlike the claim" in consolidated.seeds_section(low / "seeds")
+    assert "no high barrier, unlike the claim" in (low / "seeds/section.md").read_text()
 
 
-def test_section_md_of_seeds_wins_and_missing_seeds_files_are_absent(tmp_path):
+def test_missing_sections_are_absent(tmp_path):
     assert consolidated.sections(tmp_path) == []
     (tmp_path / "seeds").mkdir()
     (tmp_path / "seeds/section.md").write_text("## Seeds written by the family\n")

@@ -165,7 +165,7 @@ def stage_cfg():
 
 def test_path_specs_parse_and_path_checkpoints_give_their_points(tmp_path):
     from modeconn import checkpoint
-    from modeconn.stages import flatness
+    from modeconn.families.flatness import stage as flatness
 
     _, params, buffers = population("mlp", [0, 1, 2])
     files = []
@@ -199,8 +199,8 @@ def test_path_specs_parse_and_path_checkpoints_give_their_points(tmp_path):
 
 
 def test_stage_table_records_the_evaluation_set_with_every_number():
-    from modeconn.stages import flatness
-    from modeconn.stages.common import skeleton
+    from modeconn.families.flatness import stage as flatness
+    from modeconn.jobs import skeleton
 
     cfg, data = stage_cfg(), tiny_data()
     model = skeleton(cfg, data, torch.device("cpu"))
@@ -233,9 +233,9 @@ def test_dinh_rescaling_keeps_the_function_and_changes_the_curvature():
 
 
 def test_report_from_minima_only_and_from_minima_with_paths(tmp_path):
-    from modeconn.report import flatness as report
-    from modeconn.stages import flatness
-    from modeconn.stages.common import skeleton
+    from modeconn.families.flatness import report
+    from modeconn.families.flatness import stage as flatness
+    from modeconn.jobs import skeleton
 
     cfg, data = stage_cfg(), tiny_data()
     model = skeleton(cfg, data, torch.device("cpu"))
@@ -290,8 +290,8 @@ def test_population_estimators_equal_the_per_network_loop(arch):
 
 def test_stage_member_chunks_give_the_same_table():
     from modeconn.config import Config
-    from modeconn.stages import flatness
-    from modeconn.stages.common import skeleton
+    from modeconn.families.flatness import stage as flatness
+    from modeconn.jobs import skeleton
 
     data = tiny_data()
     _, params, buffers = population("mlp", [0, 1, 2])

@@ -13,7 +13,7 @@ from modeconn.core.params import combine, member, stack
 from modeconn.core.paths import alphas, linear_coefficients, path_coefficients
 from modeconn.core.population import evaluate, recompute_bn
 from modeconn.schedules import curve_factor, lr_factor
-from modeconn.stages.curves import path_population
+from modeconn.families.curves.stage import path_population
 
 
 @pytest.mark.parametrize("anchors", [3, 4, 5])
@@ -187,7 +187,7 @@ def test_report_writes_every_file(tmp_path):
 
     import pandas as pd
 
-    from modeconn.report import curves as report
+    from modeconn.families.curves import report
 
     t = [0.0, 0.5, 1.0]
     along = pd.DataFrame([
@@ -216,7 +216,7 @@ def test_report_writes_every_file(tmp_path):
 
 def test_curve_with_other_endpoints_is_refused(tmp_path):
     from modeconn import checkpoint
-    from modeconn.stages.curves import _check_endpoints
+    from modeconn.families.curves.stage import _check_endpoints
 
     _, params, buffers = population("mlp", [0, 1, 2])
     a, b, c = (checkpoint.Checkpoint(member(params, i), member(buffers, i), {"seed": i}) for i in range(3))

@@ -11,7 +11,7 @@ from conftest import MLP_SHAPE, clone, population, synthetic
 from modeconn.config import Config
 from modeconn.core.swa import RunningAverage, average
 from modeconn.schedules import iterations, lr_factor
-from modeconn.stages.fge import ensemble_rows, fge_schedule
+from modeconn.families.fge.stage import ensemble_rows, fge_schedule
 from modeconn.train import MemberSeeds, train_population
 
 
@@ -99,7 +99,7 @@ def test_report_writes_every_file(tmp_path):
     import pandas as pd
 
     from modeconn.config import Config
-    from modeconn.report import fge as report
+    from modeconn.families.fge import report
 
     rows = [{"method": "fge (first n snapshots)", "seeds": str(s), "budget": 0.9 + 0.05 * n, "members": n, "error": 0.3, "nll": 1.0,
              "member_error": 0.31, "member_nll": 1.1} for s in (0, 1) for n in (1, 2)]

@@ -14,7 +14,7 @@ from modeconn.core.instability import first_stable, fork_seed, pair_paths
 from modeconn.core.params import combine, select
 from modeconn.core.paths import alphas, linear_coefficients
 from modeconn.models import build_model
-from modeconn.stages.instability import children_of
+from modeconn.families.instability.stage import children_of
 from modeconn.train import MemberSeeds, init_population, member_optimizer_state, train_population
 
 MLP = ModelConfig(name="mlp", depth=2, width=16)
@@ -94,7 +94,7 @@ def test_first_stable():
 
 
 def test_report_threshold_table_and_files(tmp_path):
-    from modeconn.report import instability as report
+    from modeconn.families.instability import report
 
     csvs = []
     for k, label, height in ((0, "0it", 0.10), (16, "16it", 0.03), (64, "64it", 0.01)):

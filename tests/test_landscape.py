@@ -12,8 +12,8 @@ from modeconn.core import directions as dirs
 from modeconn.core.params import combine, member, stack
 from modeconn.core.population import evaluate
 from modeconn.data import Dataset
-from modeconn.stages import landscape
-from modeconn.stages.common import Job, skeleton
+from modeconn.families.landscape import stage as landscape
+from modeconn.jobs import Job, skeleton
 
 
 @pytest.mark.parametrize("arch", ["mlp", "resnet20-bn"])

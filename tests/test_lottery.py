@@ -222,7 +222,7 @@ def test_training_a_dense_mask_changes_nothing():
 
 
 def test_report_writes_every_file_and_flags_matching_and_stable(tmp_path):
-    from modeconn.report import lottery as report
+    from modeconn.families.lottery import report
 
     paths = []
     for level, density in ((1, 0.8), (2, 0.64)):

@@ -18,7 +18,7 @@ from modeconn.core import permutation as perm
 from modeconn.core import repair
 from modeconn.core.params import module_state
 from modeconn.models import permutation_spec
-from modeconn.stages import rebasin as stage
+from modeconn.families.rebasin import stage as stage
 
 SHAPES = {"mlp": (1, 12), "resnet20": (3, 8, 8), "vgg11": (3, 8, 8)}
 

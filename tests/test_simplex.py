@@ -12,7 +12,7 @@ from modeconn.config import Config
 from modeconn.core import simplex
 from modeconn.core.params import combine, member, select
 from modeconn.data import Dataset
-from modeconn.stages import simplex as stage
+from modeconn.families.simplex import stage as stage
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 6])

@@ -9,14 +9,13 @@ the rule passes, already validated by the Snakefile; validated again here) or `-
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path
 
 from .checkpoint import CheckpointError
-from .commands import FAMILIES
 from .config import Config, ConfigError, load_yaml
+from .families import registry
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -58,6 +57,12 @@ def cmd_prepare_data(args, cfg: Config) -> None:
     save_dataset(build_dataset(cfg.data), args.out)
 
 
+def cmd_report_readme(args, cfg: Config) -> None:
+    from . import consolidated
+
+    consolidated.write(cfg, args.reports, args.out)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="modeconn", description=__doc__.splitlines()[0])
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -78,8 +83,11 @@ def parser() -> argparse.ArgumentParser:
     command("init-tracking", cmd_init_tracking, "create the MLflow store and experiment (before jobs fan out)")
     p = command("prepare-data", cmd_prepare_data, "build the configured dataset into one safetensors file")
     p.add_argument("--out", type=Path, required=True)
-    for family in FAMILIES:
-        importlib.import_module(f".commands.{family}", __package__).register(command)
+    p = command("report-readme", cmd_report_readme, "the consolidated reports/README.md from every family's section")
+    p.add_argument("--reports", type=Path, default=Path("reports"), help="folder holding reports/<family>/")
+    p.add_argument("--out", type=Path, required=True)
+    for family in registry():
+        family.module("commands").register(command)
     return top
 
 

@@ -16,32 +16,22 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .sections.curves import CurvesConfig, FgeConfig, SwaConfig
-from .sections.flatness import FlatnessConfig, LandscapeConfig
-from .sections.instability import InstabilityConfig, LotteryConfig
-from .sections.neb import NebConfig, SimplexConfig
-from .sections.rebasin import RebasinConfig
+from .families import registry
 
 
 class ConfigError(ValueError):
     """A parameter file or dict that does not satisfy the schema."""
 
 
-# Method families keep their sections in their own schema file (schemas/<family>.schema.yaml) and
-# their own typed module (sections/<family>.py); both are merged here, so there is still one door.
-FAMILY_SCHEMAS = ("instability", "curves", "neb", "rebasin", "flatness")
-
-
 def schema() -> dict:
-    """The full JSON schema: the core sections plus every family's sections."""
-    files = resources.files("modeconn").joinpath("schemas")
-    full = yaml.safe_load(files.joinpath("params.schema.yaml").read_text())
-    for family in FAMILY_SCHEMAS:
-        sections = yaml.safe_load(files.joinpath(f"{family}.schema.yaml").read_text())
-        clash = set(sections) & set(full["properties"])
+    """The full JSON schema: the core sections plus every registered family's schema.yaml."""
+    full = yaml.safe_load(resources.files("modeconn").joinpath("schemas/params.schema.yaml").read_text())
+    for family in registry():
+        added = yaml.safe_load(family.file("schema.yaml").read_text())
+        clash = set(added) & set(full["properties"])
         if clash:
-            raise RuntimeError(f"schemas/{family}.schema.yaml redefines sections {sorted(clash)}")
-        full["properties"].update(sections)
+            raise RuntimeError(f"family {family.name}: schema.yaml redefines sections {sorted(clash)}")
+        full["properties"].update(added)
     return full
 
 
@@ -165,43 +155,31 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
-class SeedsConfig:
-    count: int = 4
-    first: int = 0
-    population: int = 4
-    interpolation_points: int = 25
-
-    @property
-    def seeds(self) -> list[int]:
-        return list(range(self.first, self.first + self.count))
-
-
-@dataclass(frozen=True)
 class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "modeconn"
     enabled: bool = True
 
 
-SECTIONS: dict[str, type] = {
+CORE_SECTIONS: dict[str, type] = {
     "runtime": RuntimeConfig,
     "data": DataConfig,
     "model": ModelConfig,
     "train": TrainConfig,
     "evaluation": EvaluationConfig,
-    "seeds": SeedsConfig,
     "tracking": TrackingConfig,
-    "instability": InstabilityConfig,
-    "lottery": LotteryConfig,
-    "curves": CurvesConfig,
-    "fge": FgeConfig,
-    "swa": SwaConfig,
-    "neb": NebConfig,
-    "simplex": SimplexConfig,
-    "rebasin": RebasinConfig,
-    "flatness": FlatnessConfig,
-    "landscape": LandscapeConfig,
 }
+
+
+def sections() -> dict[str, type]:
+    """Section name -> typed dataclass: the core sections, then every family's (section.py SECTIONS)."""
+    out = dict(CORE_SECTIONS)
+    for family in registry():
+        for name, cls in family.module("section").SECTIONS.items():
+            if name in out:
+                raise RuntimeError(f"family {family.name}: section {name!r} is defined twice")
+            out[name] = cls
+    return out
 
 
 def _section(cls: type, values: dict):
@@ -213,31 +191,15 @@ def _section(cls: type, values: dict):
     return cls(**kwargs)
 
 
-@dataclass(frozen=True)
-class Config:
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
-    seeds: SeedsConfig = field(default_factory=SeedsConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    instability: InstabilityConfig = field(default_factory=InstabilityConfig)
-    lottery: LotteryConfig = field(default_factory=LotteryConfig)
-    curves: CurvesConfig = field(default_factory=CurvesConfig)
-    fge: FgeConfig = field(default_factory=FgeConfig)
-    swa: SwaConfig = field(default_factory=SwaConfig)
-    neb: NebConfig = field(default_factory=NebConfig)
-    simplex: SimplexConfig = field(default_factory=SimplexConfig)
-    rebasin: RebasinConfig = field(default_factory=RebasinConfig)
-    flatness: FlatnessConfig = field(default_factory=FlatnessConfig)
-    landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
+class _ConfigMethods:
+    """Methods of Config; its fields (one per section, e.g. `cfg.train`, `cfg.lottery`) come from
+    `sections()`, so a family's section appears here without editing this file."""
 
     @classmethod
     def from_dict(cls, raw: dict | None, source: str = "params") -> "Config":
         """Validate (filling defaults) and type a full or partial parameter dict."""
         data = validate(raw, source)
-        return cls(**{name: _section(SECTIONS[name], data[name]) for name in SECTIONS})
+        return cls(**{name: _section(kind, data[name]) for name, kind in sections().items()})
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
@@ -250,11 +212,21 @@ class Config:
         Snakefile passes this union to the seeds' training jobs as their `train.checkpoint_steps`.
         """
         steps = list(self.train.checkpoint_steps)
-        for name in SECTIONS:
+        for name in sections():
             wanted = getattr(getattr(self, name), "seed_checkpoint_steps", None)
             if wanted is not None:
                 steps += [s for s in wanted() if s not in steps]
         return tuple(steps)
+
+
+Config = dataclasses.make_dataclass(
+    "Config",
+    [(name, kind, field(default_factory=kind)) for name, kind in sections().items()],
+    bases=(_ConfigMethods,),
+    frozen=True,
+)
+Config.__module__ = __name__
+Config.__doc__ = "The typed, frozen configuration: one field per params.yaml section."
 
 
 def _plain(value):

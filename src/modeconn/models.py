@@ -419,6 +419,22 @@ MODELS: dict[str, Callable[[ModelConfig, tuple[int, ...], int], nn.Module]] = {
     "vgg11": _vgg_builder("vgg11"),
     "vgg16": _vgg_builder("vgg16"),
 }
+# The model-section key that scales each model's width (what a width sweep varies); None: the
+# architecture has fixed widths (LeNet-300-100 is defined by its 300 and 100 units).
+WIDTH_KEYS: dict[str, str | None] = {
+    "mlp": "width",
+    "lenet300_100": None,
+    "resnet20": "width_multiplier",
+    "vgg11": "width_multiplier",
+    "vgg16": "width_multiplier",
+}
+
+
+def width_key(name: str) -> str | None:
+    """The model-section key that scales model `name`'s width, or None when its widths are fixed."""
+    if name not in WIDTH_KEYS:
+        raise ValueError(f"model.name: unknown model {name!r}; known: {', '.join(MODELS)}")
+    return WIDTH_KEYS[name]
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:

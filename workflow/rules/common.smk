@@ -1,9 +1,11 @@
-# Shared by the files in this folder: the validated, typed configuration and helper functions.
+# Shared by every rules file: the validated, typed configuration, the family registry and helpers.
 # params.yaml (plus any --configfile preset) is validated here, when the DAG is built: an unknown
 # or ill-typed key stops the run before any job starts, with a message naming the key.
 import json
 
 from modeconn.config import Config, ConfigError
+from modeconn.families import registry
+from modeconn.models import width_key
 from modeconn.provenance import imported_sources, source_hash
 
 try:
@@ -12,10 +14,20 @@ except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
 FULL = CFG.to_dict()
-ENV = "../envs/modeconn.yaml"
+FAMILIES = registry()
+ENV = str(Path(workflow.basedir) / "workflow/envs/modeconn.yaml")
 # Only a run on CUDA asks the cluster for a GPU; on one machine the resource is unconstrained.
 GPU = 1 if CFG.runtime.device == "cuda" else 0
 DATA_FILE = f"data/prepared/{CFG.data.name}.safetensors"
+
+# What the flatness family measures, filled by each family's rules.smk (included before flatness):
+# group -> checkpoints of its minima (any network checkpoint: seed, fork, ticket, fge, swa...), and
+# group -> its paths: a pair (A, B) of network checkpoints for the linear path between them, or one
+# path checkpoint (stacked anchors, meta kind "path") or simplex checkpoint (meta kind "simplex").
+FLATNESS_MINIMA = {}
+FLATNESS_PATHS = {}
+# directory() outputs (a file inside one is required through its directory), filled by the families.
+DIRECTORY_OUTPUTS = []
 
 
 def params_json(**sections):
@@ -29,8 +41,52 @@ def params_json(**sections):
 
 
 def code(*modules):
-    """Hash of the source of the package modules a job runs (dotted, e.g. "stages.seeds") and of
-    every package module they import: Snakemake does not see edits to imported code, so this param
-    reruns exactly the jobs whose code changed. The schemas count wherever config.py does."""
-    files = imported_sources(*modules)
-    return source_hash(*files, *(["schemas"] if "config.py" in files else []))
+    """Hash of the source of the package modules a job runs (dotted, e.g. "families.seeds.stage")
+    and of every package module they import: Snakemake does not see edits to imported code, so this
+    param reruns exactly the jobs whose code changed. The core schema counts wherever config.py
+    does, and a family's schema.yaml wherever its modules do. The registry (families/__init__.py)
+    does not count: adding a family changes no other family's result."""
+    files = [f for f in imported_sources(*modules) if f != "families/__init__.py"]
+    extra = ["schemas/params.schema.yaml"] if "config.py" in files else []
+    extra += sorted({f"families/{f.split('/')[1]}/schema.yaml" for f in files if f.startswith("families/")})
+    return source_hash(*files, *extra)
+
+
+def report_outputs(name):
+    """The output files of a family's report rule, from its REPORTS (families/<name>/__init__.py):
+    files with a caption are marked for `snakemake --report`."""
+    family = next(f for f in FAMILIES if f.name == name)
+    outputs = []
+    for file, caption in family.reports.items():
+        path = f"reports/{name}/{file}"
+        if caption is None:
+            outputs.append(path)
+        else:
+            text, label = caption
+            outputs.append(report(path, caption=str(family.file(f"captions/{text}")), category=family.title, labels={"what": label}))
+    return outputs
+
+
+def report_files(name):
+    return next(f for f in FAMILIES if f.name == name).report_files()
+
+
+def seed_file(seed):
+    return f"{POPULATION_DIR[seed]}/seed{seed}.safetensors"
+
+
+def needed(path):
+    """The workflow output that provides `path` (its directory() output, or the file itself)."""
+    for directory in DIRECTORY_OUTPUTS:
+        if path.startswith(f"{directory}/"):
+            return directory
+    return path
+
+
+def path_files(item):
+    """The checkpoint files of one FLATNESS_MINIMA / FLATNESS_PATHS item (a file or a pair)."""
+    return list(item) if isinstance(item, (tuple, list)) else [item]
+
+
+def path_spec(group, item):
+    return f"{group}={','.join(path_files(item))}"

@@ -1,0 +1,206 @@
+"""Fast geometric ensembling (Garipov et al. 2018) and stochastic weight averaging (Izmailov et al. 2018).
+
+Both start from every seed's checkpoint at a step of its own training (with the optimizer state)
+and continue it, all seeds as one population, through `train.train_population`:
+
+fge   a cyclic per-iteration lr lr1 → lr2 → lr1 over cycles of c iterations (schedules "cyclic"),
+      a snapshot after the lowest-lr update of each cycle → results/fge/snapshots/seed<s>.cycle<j>
+      (meta kind "fge"); test error and NLL of the ensemble of the first n snapshots, and at equal
+      budget of ensembles of independently trained seeds → fge.csv
+swa   a constant lr, the running average of the weights every `swa.every` → results/swa/models/
+      seed<s>.safetensors (meta kind "swa"); BN statistics recomputed; compared with the SGD
+      solution (the seed's final weights and the last iterate of the SWA run) → swa.csv
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ... import checkpoint, tracking
+from ...config import Config
+from ...core import ensemble
+from ...core.params import member, stack
+from ...core.population import has_batchnorm, recompute_bn
+from ...core.swa import RunningAverage
+from ...provenance import code_version
+from ...io import atomic_path
+from ...schedules import iterations
+from ...train import MemberSeeds, TrainState, train_population
+from ...jobs import Job, checkpoint_name, load_network, bn_batches, data_on, evaluate_population, params_of, skeleton, split
+
+
+def _check_start(name: str, start: int, cfg: Config, spe: int) -> None:
+    """The start checkpoint must lie inside the seeds' training (else the seeds never saved it)."""
+    total = iterations(cfg.train.duration, spe)
+    if not 0 <= start < total:
+        raise ValueError(f"{name}.start is iteration {start}, not inside the seeds' training of {total} iterations "
+                         f"(train.duration {cfg.train.duration!r}); set {name}.start to ~75-80% of train.duration")
+
+
+def _load_seeds(cfg: Config, seeds: list[int], dirs: list[Path], step: int | None, device) -> list[checkpoint.Checkpoint]:
+    """Each seed's checkpoint at `step` (None: final); a step checkpoint must carry optimizer state."""
+    if len(seeds) != len(dirs):
+        raise ValueError(f"{len(seeds)} seeds but {len(dirs)} seed directories")
+    out = []
+    for seed, d in zip(seeds, dirs):
+        path = Path(d) / checkpoint_name(seed, step)
+        ckpt = load_network(cfg, path, device)
+        if step is not None and not ckpt.optimizer:
+            raise checkpoint.CheckpointError(f"{path}: no optimizer state to resume from")
+        out.append(ckpt)
+    return out
+
+
+def continue_seeds(cfg: Config, data, model, starts: list[checkpoint.Checkpoint], seeds: list[int], start: int, train_cfg, on_checkpoint, on_epoch=None) -> TrainState:
+    """Resume every seed's training at `start` under `train_cfg`, as one population."""
+    return train_population(
+        model,
+        stack([c.params for c in starts]),
+        stack([c.buffers for c in starts]),
+        data.x_train,
+        data.y_train,
+        train_cfg,
+        [MemberSeeds.same(s) for s in seeds],
+        start_step=start,
+        member_optimizer_states=[c.optimizer for c in starts],
+        on_checkpoint=on_checkpoint,
+        on_epoch=on_epoch,
+    )
+
+
+def fge_schedule(cfg: Config, spe: int) -> tuple[object, list[int]]:
+    """The TrainConfig of the FGE phase and its snapshot steps.
+
+    Cycles of c iterations start at s0 (fge.start); the lr is lr1 at s0 + jc and lr2 at
+    s0 + jc + c/2; the snapshot is taken after that lowest-lr update (step s0 + jc + c/2 + 1). The
+    phase runs whole cycles, so FGE's budget is s0 + cycles·c iterations.
+    """
+    f = cfg.fge
+    s0, c = iterations(f.start, spe), iterations(f.cycle, spe)
+    if c < 2:
+        raise ValueError(f"fge.cycle {f.cycle!r} is {c} iterations; a cycle needs at least 2")
+    end = s0 + f.cycles * c
+    snaps = [s0 + j * c + c // 2 + 1 for j in range(f.cycles)]
+    train_cfg = dataclasses.replace(
+        cfg.train, lr=f.lr1, schedule="cyclic", milestones=(f"{s0}it", f"{s0 + c}it"), gamma=f.lr2 / f.lr1,
+        warmup="0it", duration=f"{end}it", checkpoint_steps=tuple(f"{s}it" for s in snaps),
+    )
+    return train_cfg, snaps
+
+
+def _budget(steps: int, total: int) -> float:
+    return round(steps / total, 4)
+
+
+def ensemble_rows(method: str, logp_by_seed: dict[int, torch.Tensor], y, budget: float, sizes: range) -> list[dict]:
+    """Ensembles over every combination of k seeds (k in sizes) of their members' log-probs [S, N, C]."""
+    rows = []
+    seeds = sorted(logp_by_seed)
+    for k in sizes:
+        for combo in itertools.combinations(seeds, k):
+            logp = torch.cat([logp_by_seed[s] for s in combo])
+            members = ensemble.member_scores(logp, y)
+            rows.append({"method": method, "seeds": " ".join(map(str, combo)), "budget": round(k * budget, 4), "members": logp.shape[0],
+                         **ensemble.scores(logp, y), "member_error": members["error"].mean().item(), "member_nll": members["nll"].mean().item()})
+    return rows
+
+
+def fge(cfg: Config, data_path: Path, seeds: list[int], dirs: list[Path], out_dir: Path, out_csv: Path, job: Job) -> pd.DataFrame:
+    """FGE from every seed's checkpoint at fge.start; snapshots, ensemble table at equal budget."""
+    device = job.setup()
+    with tracking.job(cfg.tracking, f"fge seeds {seeds}", params_of(cfg, "train", "fge"), job.tags(family="fge")) as run:
+        data = data_on(data_path, device)
+        spe = data.x_train.shape[0] // cfg.train.batch_size
+        total = iterations(cfg.train.duration, spe)
+        train_cfg, snaps = fge_schedule(cfg, spe)
+        s0 = iterations(cfg.fge.start, spe)
+        _check_start("fge", s0, cfg, spe)
+        starts = _load_seeds(cfg, seeds, dirs, s0, device)
+        model = skeleton(cfg, data, device)
+        snapshots: list[tuple[dict, dict]] = []
+        version = code_version()
+
+        def snapshot(state: TrainState) -> None:
+            j = len(snapshots)
+            snapshots.append(({k: v.detach().clone() for k, v in state.params.items()}, {k: v.clone() for k, v in state.buffers.items()}))
+            run.metrics({"lr": state.optimizer.param_groups[0]["lr"]}, step=state.step)
+            for i, seed in enumerate(seeds):
+                meta = {"kind": "fge", "seed": seed, "cycle": j, "step": state.step, "start_step": s0, "steps_per_epoch": spe,
+                        "fge": dataclasses.asdict(cfg.fge), "config": {s: cfg.to_dict()[s] for s in ("data", "model", "train")}, "code": version}
+                checkpoint.save(out_dir / f"seed{seed}.cycle{j}.safetensors", checkpoint.Checkpoint(member(snapshots[-1][0], i), member(snapshots[-1][1], i), meta))
+
+        state = continue_seeds(cfg, data, model, starts, seeds, s0, train_cfg, snapshot)
+        budget = _budget(state.total_steps, total)
+        x, y = split(data, "test", cfg.evaluation.max_examples)
+        bs, chunk = cfg.evaluation.batch_size, cfg.evaluation.member_chunk
+        snap_logp = torch.stack([ensemble.log_probs(model, p, b, x, bs, chunk) for p, b in snapshots], 1)  # [K, S, N, C]
+        finals = _load_seeds(cfg, seeds, dirs, None, device)
+        final_logp = ensemble.log_probs(model, stack([c.params for c in finals]), stack([c.buffers for c in finals]), x, bs, chunk)
+        rows = []
+        for i, seed in enumerate(seeds):  # ensemble of the first n snapshots of one seed
+            for n in range(1, len(snapshots) + 1):
+                rows += ensemble_rows("fge (first n snapshots)", {seed: snap_logp[i, :n]}, y, _budget(snaps[n - 1], total), range(1, 2))
+        rows += ensemble_rows("fge", {s: snap_logp[i] for i, s in enumerate(seeds)}, y, budget, range(1, len(seeds) + 1))
+        rows += ensemble_rows("independent", {s: final_logp[i : i + 1] for i, s in enumerate(seeds)}, y, 1.0, range(1, len(seeds) + 1))
+        table = pd.DataFrame(rows)
+        table["examples"] = x.shape[0]
+        best = table[table.method == "fge"].groupby("budget").error.mean()
+        run.metrics({f"fge_error_budget{b}": e for b, e in best.items()})
+        with atomic_path(out_csv) as tmp:
+            table.to_csv(tmp, index=False)
+    return table
+
+
+def swa(cfg: Config, data_path: Path, seeds: list[int], dirs: list[Path], out_dir: Path, out_csv: Path, job: Job) -> pd.DataFrame:
+    """SWA from every seed's checkpoint at swa.start; compared with the SGD solutions."""
+    device = job.setup()
+    s = cfg.swa
+    with tracking.job(cfg.tracking, f"swa seeds {seeds}", params_of(cfg, "train", "swa"), job.tags(family="fge")) as run:
+        data = data_on(data_path, device)
+        spe = data.x_train.shape[0] // cfg.train.batch_size
+        s0, length, every = iterations(s.start, spe), iterations(s.duration, spe), iterations(s.every, spe)
+        if every < 1 or every > length:
+            raise ValueError(f"swa.every {s.every!r} must be between 1 iteration and swa.duration {s.duration!r}")
+        steps = list(range(s0 + every, s0 + length + 1, every))
+        train_cfg = dataclasses.replace(cfg.train, lr=s.lr, schedule="constant", milestones=(), warmup="0it",
+                                        duration=f"{s0 + length}it", checkpoint_steps=tuple(f"{k}it" for k in steps))
+        _check_start("swa", s0, cfg, spe)
+        starts = _load_seeds(cfg, seeds, dirs, s0, device)
+        model = skeleton(cfg, data, device)
+        avg_p, avg_b = RunningAverage(), RunningAverage()
+
+        def add(state: TrainState) -> None:
+            avg_p.add(state.params)
+            avg_b.add(state.buffers)
+
+        state = continue_seeds(cfg, data, model, starts, seeds, s0, train_cfg, add)
+        finals = _load_seeds(cfg, seeds, dirs, None, device)
+        swa_buffers = avg_b.mean
+        if has_batchnorm(model):
+            swa_buffers = recompute_bn(model, avg_p.mean, swa_buffers, bn_batches(data, cfg.evaluation), cfg.evaluation.member_chunk)
+        version = code_version()
+        for i, seed in enumerate(seeds):
+            meta = {"kind": "swa", "seed": seed, "averaged": avg_p.count, "start_step": s0, "end_step": s0 + length, "steps_per_epoch": spe,
+                    "swa": dataclasses.asdict(s), "bn": "recomputed" if has_batchnorm(model) else "no BatchNorm",
+                    "config": {k: cfg.to_dict()[k] for k in ("data", "model", "train")}, "code": version}
+            checkpoint.save(out_dir / f"seed{seed}.safetensors", checkpoint.Checkpoint(member(avg_p.mean, i), member(swa_buffers, i), meta))
+        methods = ["swa", "sgd (seed, full schedule)", "sgd (last iterate of the swa run)"]
+        params = {k: torch.cat([avg_p.mean[k], stack([c.params for c in finals])[k], state.params[k].detach()]) for k in avg_p.mean}
+        buffers = {k: torch.cat([avg_b.mean[k], stack([c.buffers for c in finals])[k], state.buffers[k]]) for k in avg_b.mean}
+        table = evaluate_population(cfg, data, model, params, buffers)
+        idx = table.pop("member").to_numpy()
+        k = len(seeds)
+        table.insert(0, "seed", [seeds[i % k] for i in idx])
+        table.insert(0, "method", [methods[i // k] for i in idx])
+        table["averaged"] = avg_p.count
+        table["budget"] = _budget(s0 + length, iterations(cfg.train.duration, spe))
+        for (method, split_name), g in table.groupby(["method", "split"]):
+            run.metrics({f"{method.split()[0]}_{split_name}_{m}": g[m].mean() for m in ("loss", "error")})
+        with atomic_path(out_csv) as tmp:
+            table.to_csv(tmp, index=False)
+    return table

@@ -1,0 +1,16 @@
+rule midpoint:
+    input:
+        report_files("midpoint"),
+
+
+rule report_midpoint:
+    input:
+        [f"results/seeds/pairs/seed{a}-seed{b}.csv" for a, b in SEED_PAIRS],
+    output:
+        report_outputs("midpoint"),
+    params:
+        cfg=params_json(midpoint=True),
+    log:
+        "logs/midpoint/report.log",
+    shell:
+        "modeconn report-midpoint --params {params.cfg:q} --out-dir reports/midpoint --rule report_midpoint {input:q} > {log:q} 2>&1"
