@@ -22,6 +22,7 @@ wildcard_constraints:
     step=r"[0-9]+(ep|it)",
     dims="[12]",
     table="minima|paths",
+    method="fge|swa",
 
 
 include: "workflow/rules/common.smk"

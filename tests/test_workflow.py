@@ -2,7 +2,9 @@
 
 The repository's workflow files are copied into a temporary directory and `snakemake` runs there
 with `--configfile config/smoke.yaml` and 2 cores (so jobs run in parallel and write to MLflow
-concurrently). The module-scoped run is shared by the tests below.
+concurrently). The module-scoped run is shared by the tests below. It runs with the example family
+of tests/example_family registered (an entry point on PYTHONPATH, no other file edited), so the
+smoke run also proves that a family added from outside runs end to end.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ import pytest
 from modeconn.families import get, names
 
 REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "tests/example_family"
 WORKFLOW_FILES = ["Snakefile", "params.yaml", "workflow", "config", "profiles"]
 FAMILIES = names()
 
 
 def snakemake(work: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(EXAMPLE), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "snakemake", *args]
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
@@ -90,6 +94,17 @@ def test_every_family_writes_its_reports(work, family):
     section = (reports / "section.md").read_text()
     assert section.splitlines()[0].startswith("## ")
     assert section.splitlines()[0] in readme
+
+
+def test_example_family_registered_from_outside_runs_end_to_end(work):
+    """tests/example_family's midpoint family: its rules ran, its report files exist, and its section
+    comes last in the consolidated report (after every built-in family)."""
+    for name in ("midpoints.csv", "metrics.json", "section.md"):
+        assert (work / "reports/midpoint" / name).stat().st_size > 0, name
+    metrics = json.loads((work / "reports/midpoint/metrics.json").read_text())
+    assert metrics["pairs"] == 3 and 0.0 <= metrics["mean_error"] <= 1.0
+    readme = (work / "reports/README.md").read_text()
+    assert readme.index("## Midpoints") > readme.index((work / "reports/landscape/section.md").read_text().splitlines()[0])
 
 
 def test_every_family_is_recorded_in_mlflow(work):

@@ -1,3 +1,6 @@
+# The midpoint family's rules: its target rule (named after it) and its report rule.
+
+
 rule midpoint:
     input:
         report_files("midpoint"),
@@ -10,6 +13,8 @@ rule report_midpoint:
         report_outputs("midpoint"),
     params:
         cfg=params_json(midpoint=True),
+    conda:
+        ENV
     log:
         "logs/midpoint/report.log",
     shell:

@@ -2,9 +2,9 @@
 # checkpoint (fge.start, swa.start; the seeds' training saves them) as one population per method.
 FGE_SEED_DIRS = [POPULATION_DIR[s] for s in SEEDS]
 # The flatness family measures every FGE snapshot and every SWA solution (two groups of minima).
-FLATNESS_MINIMA["fge"] = [f"results/fge/snapshots/seed{s}.cycle{j}.safetensors" for s in SEEDS for j in range(CFG.fge.cycles)]
-FLATNESS_MINIMA["swa"] = [f"results/swa/models/seed{s}.safetensors" for s in SEEDS]
-DIRECTORY_OUTPUTS.extend(["results/fge/snapshots", "results/swa/models"])
+FLATNESS_MINIMA["fge"] = [f"results/fge/networks/seed{s}.cycle{j}.safetensors" for s in SEEDS for j in range(CFG.fge.cycles)]
+FLATNESS_MINIMA["swa"] = [f"results/swa/networks/seed{s}.safetensors" for s in SEEDS]
+DIRECTORY_OUTPUTS.extend(["results/fge/networks", "results/swa/networks"])
 
 
 rule fge:
@@ -12,15 +12,17 @@ rule fge:
         report_files("fge"),
 
 
-rule train_fge:
+rule continue_seeds:
+    # FGE (method fge) and SWA (method swa) both continue every seed from its own checkpoint at
+    # <method>.start; one job per method, its networks in results/<method>/networks/.
     input:
         data=DATA_FILE,
         seeds=sorted(set(FGE_SEED_DIRS)),
     output:
-        snapshots=directory("results/fge/snapshots"),
-        table="results/fge/fge.csv",
+        networks=directory("results/{method}/networks"),
+        table="results/{method}/{method}.csv",
     params:
-        cfg=params_json(data=True, model=True, train=True, evaluation=True, fge=True),
+        cfg=lambda w: params_json(data=True, model=True, train=True, evaluation=True, **{w.method: True}),
         code=code("families.fge.stage"),
         seeds=" ".join(map(str, SEEDS)),
         dirs=" ".join(FGE_SEED_DIRS),
@@ -30,34 +32,11 @@ rule train_fge:
     resources:
         gpu=GPU,
     log:
-        "logs/fge/fge.log",
+        "logs/fge/{method}.log",
     shell:
-        "modeconn fge --params {params.cfg:q} --data {input.data:q} --seeds {params.seeds} --seed-dirs {params.dirs}"
-        " --out-dir {output.snapshots:q} --out {output.table:q} --threads {threads} --rule train_fge > {log:q} 2>&1"
-
-
-rule train_swa:
-    input:
-        data=DATA_FILE,
-        seeds=sorted(set(FGE_SEED_DIRS)),
-    output:
-        models=directory("results/swa/models"),
-        table="results/swa/swa.csv",
-    params:
-        cfg=params_json(data=True, model=True, train=True, evaluation=True, swa=True),
-        code=code("families.fge.stage"),
-        seeds=" ".join(map(str, SEEDS)),
-        dirs=" ".join(FGE_SEED_DIRS),
-    conda:
-        ENV
-    threads: 2
-    resources:
-        gpu=GPU,
-    log:
-        "logs/fge/swa.log",
-    shell:
-        "modeconn swa --params {params.cfg:q} --data {input.data:q} --seeds {params.seeds} --seed-dirs {params.dirs}"
-        " --out-dir {output.models:q} --out {output.table:q} --threads {threads} --rule train_swa > {log:q} 2>&1"
+        "modeconn {wildcards.method} --params {params.cfg:q} --data {input.data:q} --seeds {params.seeds} --seed-dirs {params.dirs}"
+        " --out-dir {output.networks:q} --out {output.table:q} --threads {threads} --rule continue_seeds"
+        " --wildcards method={wildcards.method} > {log:q} 2>&1"
 
 
 rule report_fge:
