@@ -22,12 +22,12 @@ def report_flatness(args, cfg) -> None:
 
 
 def register(command) -> None:
-    p = command("curvature", curvature, "Hessian trace and top eigenvalue at minima and along paths (one CSV)")
+    p = command("curvature", curvature, "Hessian trace and extreme eigenvalues at minima and along paths (one CSV)")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--minimum", action="append", default=[], metavar="FAMILY=FILE", help="a minimum's checkpoint (repeat)")
     p.add_argument("--path", action="append", default=[], metavar="FAMILY=FILE[,FILE]",
                    help="two endpoints of a linear path, or one path/simplex checkpoint (repeat)")
     p.add_argument("--out", type=Path, required=True)
-    p = command("report-flatness", report_flatness, "Hessian-trace tables and figures (reports/flatness)")
+    p = command("report-flatness", report_flatness, "Hessian trace and eigenvalue tables and figures (reports/flatness)")
     p.add_argument("--out-dir", type=Path, required=True)
     p.add_argument("csvs", type=Path, nargs="+")

@@ -27,8 +27,9 @@ rule curvature:
         gpu=GPU,
     log:
         "logs/flatness/curvature_{table}_{group}.log",
+    # OPENBLAS_NUM_THREADS: ARPACK's own linear algebra keeps to the job's threads too
     shell:
-        "modeconn curvature --params {params.cfg:q} --data {input.data:q} {params.specs} --out {output:q}"
+        "OPENBLAS_NUM_THREADS={threads} modeconn curvature --params {params.cfg:q} --data {input.data:q} {params.specs} --out {output:q}"
         " --threads {threads} --rule curvature --wildcards table={wildcards.table},group={wildcards.group} > {log:q} 2>&1"
 
 

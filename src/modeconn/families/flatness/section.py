@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class FlatnessConfig:
-    """Hessian trace (Hutchinson) and top eigenvalue (power iteration) at minima and along paths.
+    """Hessian trace (Hutchinson) and extreme eigenvalues (Lanczos: scipy eigsh) at minima and along paths.
 
     The Hessian is that of the mean cross-entropy over a fixed evaluation set: `batches` batches of
     `batch_size` examples of `split`, drawn once by a seeded permutation (the same for every network).
+    λ_max and λ_min come from Lanczos (scipy eigsh) with `lanczos_vectors` basis vectors, at most
+    `lanczos_restarts` restarts and relative tolerance `tolerance`.
     """
 
     split: str = "train"
@@ -19,8 +21,8 @@ class FlatnessConfig:
     mode: str = "eval"
     probes: int = 32
     probe_chunk: int = 16
-    member_chunk: int = 1
-    power_iterations: int = 20
+    lanczos_vectors: int = 10
+    lanczos_restarts: int = 30
     tolerance: float = 0.001
     seed: int = 0
     path_points: int = 5
