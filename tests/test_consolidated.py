@@ -26,18 +26,18 @@ SEEDS_MD = """# Linear interpolation between independently trained seeds
 """
 
 
-def seeds_metrics(train_loss: float) -> dict:
+def seeds_metrics(train_loss: float, kind: str = "max_minus_mean") -> dict:
     ms = lambda m: {"mean": m, "std": 0.01}  # noqa: E731
-    return {"pairs": 6, "points": 25, "bn_reset": False,
+    return {"pairs": 6, "points": 25, "bn_reset": False, "barrier_definition": kind,
             "barrier": {"train": {"loss": ms(train_loss), "error": ms(0.7)}, "test": {"loss": ms(4.1), "error": ms(0.49)}},
             "endpoint": {"train": {"loss": ms(0.018), "error": ms(0.0)}, "test": {"loss": ms(1.08), "error": ms(0.27)}}}
 
 
-def fake_reports(root, families, train_loss=4.97):
+def fake_reports(root, families, train_loss=4.97, kind="max_minus_mean"):
     (root / "seeds").mkdir(parents=True)
     (root / "seeds/barriers.md").write_text(SEEDS_MD)
-    (root / "seeds/metrics.json").write_text(json.dumps(seeds_metrics(train_loss)))
-    (root / "seeds/section.md").write_text(seeds_section(SEEDS_MD, seeds_metrics(train_loss)))
+    (root / "seeds/metrics.json").write_text(json.dumps(seeds_metrics(train_loss, kind)))
+    (root / "seeds/section.md").write_text(seeds_section(SEEDS_MD, seeds_metrics(train_loss, kind)))
     for f in families:
         (root / f).mkdir()
         (root / f / "section.md").write_text(f"## Section of {f}\n\nbody of {f} ![fig]({f}/fig.png)\n")
@@ -61,6 +61,15 @@ def test_header_names_data_model_training_and_barrier_definition(tmp_path):
     text = consolidated.render(cfg, tmp_path)
     assert "mnist1d" in text and "depth 3 × width 512" in text and "sgd (lr 0.1, momentum 0.9" in text
     assert "**Barrier definition**" in text and "minus the mean of f at the two endpoints" in text
+    assert "`evaluation.barrier: max_minus_mean`" in text and "over the N evenly spaced alphas" in text
+
+
+def test_header_names_the_configured_barrier_definition(tmp_path):
+    fake_reports(tmp_path, [])
+    text = consolidated.render(Config.from_dict({"evaluation": {"barrier": "entezari"}}), tmp_path)
+    header = text[: text.index("## Contents")]
+    assert "`evaluation.barrier: entezari`" in header and "Entezari et al. 2022" in header
+    assert "minus the mean of f at the two endpoints" not in header
 
 
 def test_seeds_section_from_barrier_table_and_metrics(tmp_path):
@@ -72,6 +81,14 @@ def test_seeds_section_from_barrier_table_and_metrics(tmp_path):
     low = tmp_path / "low"
     fake_reports(low, [], train_loss=0.01)
     assert "no high barrier, unlike the claim" in (low / "seeds/section.md").read_text()
+    assert "barrier (`max_minus_mean`)" in section and "above endpoints at 0.0180" in section
+
+
+def test_seeds_section_states_the_entezari_definition(tmp_path):
+    fake_reports(tmp_path, [], kind="entezari")
+    section = (tmp_path / "seeds/section.md").read_text()
+    assert "barrier (`entezari`)" in section and "(1 − alpha) f(0) + alpha f(1)" in section
+    assert "above the endpoints' straight line (endpoints at 0.0180)" in section
 
 
 def test_missing_sections_are_absent(tmp_path):

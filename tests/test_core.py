@@ -63,17 +63,17 @@ def test_member_and_select():
 
 
 def test_stack_rejects_empty_and_mismatched_members():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="empty population"):
         stack([])
     a = {"w": torch.zeros(2), "b": torch.zeros(1)}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="member 1 has different tensor names"):
         stack([a, {"w": torch.zeros(2)}])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="member 1 has different tensor names"):
         stack([a, {"b": torch.zeros(1), "w": torch.zeros(2)}])  # same names, different order
 
 
 def test_size_rejects_inconsistent_population():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"inconsistent population sizes \[2, 3\]"):
         size({"a": torch.zeros(3, 2), "b": torch.zeros(2, 2)})
 
 
@@ -141,9 +141,9 @@ def test_combine_does_not_interpolate_integer_buffers():
 
 def test_combine_rejects_bad_shapes():
     anchors = {"w": torch.zeros(2, 3)}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"must be \[K, M\], got shape \(2,\)"):
         combine(torch.tensor([0.5, 0.5]), anchors)  # not [K, M]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"must be \[K, M\], got shape \(1, 1, 2\)"):
         combine(torch.ones(1, 1, 2), anchors)
     with pytest.raises(ValueError, match="w"):
         combine(torch.ones(4, 3) / 3, anchors)  # 3 coefficients, 2 anchors
@@ -170,7 +170,7 @@ def test_alphas_include_endpoints_and_are_evenly_spaced(n):
 
 
 def test_alphas_need_two_points():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least 2 points, got 1"):
         alphas(1)
 
 
@@ -182,7 +182,7 @@ def test_linear_coefficients():
     assert c[0].tolist() == [1.0, 0.0]
     assert c[-1].tolist() == [0.0, 1.0]
     torch.testing.assert_close(c[:, 1], a)
-    assert (c >= 0).all()
+    torch.testing.assert_close(c[:, 0], 1 - a)
 
 
 # ------------------------------------------------------------------------------------ barrier
@@ -206,18 +206,18 @@ def test_barrier_hand_example():
     assert B.barrier(torch.tensor([1.0, 3.0, 2.0])).item() == pytest.approx(3.0 - 1.5)
 
 
-def test_barrier_is_batched_over_leading_dims_and_nonnegative():
+@pytest.mark.parametrize("kind", B.KINDS)
+def test_barrier_is_batched_over_leading_dims(kind):
     v = torch.rand(2, 3, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    out = B.barrier(v)
+    out = B.barrier(v, kind)
     assert out.shape == (2, 3)
     for i in range(2):
         for j in range(3):
-            torch.testing.assert_close(out[i, j], B.barrier(v[i, j]))
-            assert out[i, j] >= 0
+            torch.testing.assert_close(out[i, j], B.barrier(v[i, j], kind))
 
 
 def test_barrier_needs_two_points():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least the two endpoints"):
         B.barrier(torch.tensor([1.0]))
 
 
@@ -236,8 +236,15 @@ def test_mean_std():
     assert std == pytest.approx(statistics.stdev(values))
 
 
-def test_definition_mentions_points():
-    assert "25" in B.definition(25)
+def test_definition_states_the_formula_of_each_kind():
+    mmm, ent = B.definition(25), B.definition(25, "entezari")
+    assert mmm.startswith("barrier (`max_minus_mean`) = max over the 25 evenly spaced alphas")
+    assert "f(alpha) minus the mean of f at the two endpoints" in mmm and "(1 − alpha) f(0)" not in mmm
+    assert ent.startswith("barrier (`entezari`) = max over the 25 evenly spaced alphas")
+    assert "f(alpha) − ((1 − alpha) f(0) + alpha f(1))" in ent and "minus the mean" not in ent
+    assert B.definition(7).replace(" 7 ", " 25 ") == mmm
+    with pytest.raises(ValueError, match="unknown barrier definition 'max'"):
+        B.definition(25, "max")
 
 
 # ------------------------------------------------------------------------------------ population
@@ -375,8 +382,8 @@ def test_recompute_bn_restores_momentum_and_training_flags():
     assert [m.training for m in skeleton.modules()] == flags
     assert {n: m.momentum for n, m in layers.items()} == momenta
 
-    # also when the forward pass fails half way
-    with pytest.raises(Exception):
+    # also when the forward pass fails half way (the second batch has 5 channels, the first conv wants 3)
+    with pytest.raises(RuntimeError, match="3 channels, but got 5"):
         recompute_bn(skeleton, params, buffers, [x[:16], torch.zeros(16, 5, 8, 8)])
     assert [m.training for m in skeleton.modules()] == flags
     assert {n: m.momentum for n, m in layers.items()} == momenta

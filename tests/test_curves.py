@@ -212,6 +212,17 @@ def test_report_writes_every_file(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["points"] == 3 == result["points"]
     assert result["linear"]["train"]["loss"]["barrier"]["mean"] == pytest.approx(0.25)
     assert "## Curves" in (out / "section.md").read_text()
+    # error is linear in t: half its endpoint gap under max_minus_mean, zero under Entezari's definition
+    assert result["bezier"]["test"]["error"]["barrier"]["mean"] == pytest.approx(0.05)
+    assert result["barrier_definition"] == "max_minus_mean" and "| barrier (max_minus_mean)" in (out / "table.md").read_text()
+    from modeconn.config import Config
+
+    ent = report.write([paths[0]], [paths[1]], [paths[2]], tmp_path / "entezari", Config.from_dict({"evaluation": {"barrier": "entezari"}}))
+    assert ent["bezier"]["test"]["error"]["barrier"]["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert ent["linear"]["train"]["loss"]["barrier"]["mean"] == pytest.approx(0.25)  # equal endpoints: the same
+    assert ent["barrier_definition"] == "entezari" and set(pd.read_csv(tmp_path / "entezari/table.csv").barrier_definition) == {"entezari"}
+    text = (tmp_path / "entezari/section.md").read_text()
+    assert "barrier (`entezari`)" in text and "| barrier (entezari)" in text and "max_minus_mean" not in text
 
 
 def test_curve_with_other_endpoints_is_refused(tmp_path):

@@ -117,3 +117,12 @@ def test_report_threshold_table_and_files(tmp_path):
     assert metrics["instability"]["0it"]["test"]["error_barrier"]["mean"] == pytest.approx(0.101)
     assert metrics["instability"]["0it"]["test"]["replicates"] == 2
     assert "instability/instability.png" in (out / "section.md").read_text()
+    assert metrics["barrier_definition"] == "max_minus_mean"
+    assert set(pd.read_csv(out / "barriers.csv").barrier_definition) == {"max_minus_mean"}
+    assert "| test error barrier (max_minus_mean, %)" in (out / "instability.md").read_text()
+    # the children's endpoints have equal error, so Entezari's barrier is the same number, named differently
+    ent = Config.from_dict({"instability": {"steps": ["0it", "16it", "64it"], "points": 5}, "evaluation": {"barrier": "entezari"}})
+    other = report.write(ent, csvs, tmp_path / "entezari")
+    assert other["instability"] == metrics["instability"] and other["barrier_definition"] == "entezari"
+    text = (tmp_path / "entezari/section.md").read_text()
+    assert "test error barrier (entezari, %)" in text and "barrier (`entezari`)" in text and "max_minus_mean" not in text

@@ -216,3 +216,25 @@ def test_neb_and_simplex_stages_write_self_describing_outputs(tmp_path):
     assert _run("report-simplex", "--points", str(tmp_path / "simplex/points.csv"), "--ensemble", str(tmp_path / "simplex/ensemble.csv"),
                 "--out-dir", str(tmp_path / "reports/simplex")) == 0
     assert set(pd.read_csv(tmp_path / "reports/simplex/sizes.csv").vertices) == {1, 2, 3}
+
+
+def test_report_barriers_follow_the_definition_along_each_paths_positions():
+    """AutoNEB positions t are not evenly spaced; Entezari's line runs through them."""
+    import pandas as pd
+
+    from modeconn.families.neb import report
+
+    def rows(path, positions, losses):
+        return [{"pair": "seed0–seed1", "seed_a": 0, "seed_b": 1, "path": path, "position": p, "pivot": p in (0.0, 1.0),
+                 "split": split, "loss": v, "error": 0.1, "bn_reset": False}
+                for split in ("train", "test") for p, v in zip(positions, losses)]
+
+    table = pd.DataFrame(rows("autoneb", [0.0, 0.25, 1.0], [0.0, 1.0, 1.0]) + rows("linear", [0.0, 0.5, 1.0], [0.0, 2.0, 1.0]))
+    for kind, neb_b, lin_b in (("max_minus_mean", 0.5, 1.5), ("entezari", 0.75, 1.5)):
+        pairs = report.per_pair(table, kind)
+        loss = pairs[pairs.metric == "loss"]
+        assert loss.neb_barrier.tolist() == pytest.approx([neb_b] * 2) and loss.linear_barrier.tolist() == pytest.approx([lin_b] * 2)
+        assert set(pairs.barrier_definition) == {kind}
+        md = report.tables_md(pairs, report.summary(pairs), report.mst(pairs))
+        assert f"| AutoNEB barrier ({kind})" in md and f"barrier (`{kind}`)" in md
+        assert ("max_minus_mean" in md) == (kind == "max_minus_mean")

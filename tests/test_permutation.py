@@ -131,15 +131,39 @@ def test_assignment_matches_brute_force():
     assert matching.assignment(cost).tolist() == list(best)
 
 
-def test_ste_keeps_a_permutation_no_worse_than_weight_matching():
+def test_weight_matching_finds_the_brute_force_optimum_of_a_one_hidden_layer_net():
+    """One hidden layer: one permutation, so one linear assignment is exact; check it against all 5!."""
+    import itertools
+
+    cfg = ModelConfig(name="mlp", norm="none", depth=1, width=5)
+    pa, pb = (module_state(seeded_model(cfg, SHAPES["mlp"], seed))[0] for seed in (0, 1))
+    spec = permutation_spec(seeded_model(cfg, SHAPES["mlp"], 0))
+    (p,) = perm.sizes(spec, pa)
+
+    def value(order) -> float:
+        return matching.objective(spec, pa, pb, {p: torch.tensor(order)})
+
+    best = max(itertools.permutations(range(5)), key=value)
+    assert value(best) > value(tuple(range(5)))  # independent networks: the identity is not the optimum
+    result = matching.weight_matching(spec, pa, pb, torch.Generator().manual_seed(0))
+    assert result.perms[p].tolist() == list(best)
+    assert result.history[-1] == pytest.approx(value(best))
+
+
+def _midpoint_loss(model, spec, perms, pa, ba, pb, x, y) -> float:
+    pm = perm.apply(spec, perms, pb)
+    mid = {k: 0.5 * (pa[k] + pm[k]) for k in pa}
+    return torch.nn.functional.cross_entropy(functional_call(model, (mid, ba), (x,)), y).item()
+
+
+def test_ste_starts_at_weight_matching_and_keeps_its_best_permutation():
     model, spec, (pa, ba) = build("mlp", "none", seed=0, width=8)
     _, _, (pb, _) = build("mlp", "none", seed=1, width=8)
     x, y = synthetic(128, SHAPES["mlp"], 4)
     result = matching.ste_matching(model, spec, (pa, ba), pb, x, y, x, y, torch.Generator().manual_seed(0), steps=5, lr=1e-2, batch_size=32)
     assert len(result.history) == 6
-    # step 0 is plain weight matching; the kept permutation has the lowest midpoint loss seen
-    assert min(result.history) <= result.history[0]
-    pm = perm.apply(spec, result.perms, pb)
-    mid = {k: 0.5 * (pa[k] + pm[k]) for k in pa}
-    loss = torch.nn.functional.cross_entropy(functional_call(model, (mid, ba), (x,)), y).item()
-    assert loss == pytest.approx(min(result.history), rel=1e-5)
+    # step 0: the proxy is θ_A, so its permutation is weight matching's from the same generator state
+    wm = matching.weight_matching(spec, pa, pb, torch.Generator().manual_seed(0)).perms
+    assert result.history[0] == pytest.approx(_midpoint_loss(model, spec, wm, pa, ba, pb, x, y), rel=1e-6)
+    # the kept permutation is the one with the lowest midpoint loss seen
+    assert _midpoint_loss(model, spec, result.perms, pa, ba, pb, x, y) == pytest.approx(min(result.history), rel=1e-5)

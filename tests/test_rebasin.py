@@ -171,6 +171,28 @@ def test_width_sweep_and_report(work):
     assert "width_sweep" in metrics
     text = (out / "section.md").read_text()
     assert text.startswith("## ") and "](rebasin/interpolation.png)" in text
+    # the sweep job records every definition; the report keeps the configured one and names it
+    assert sorted(set(sweep.barrier_definition)) == ["entezari", "max_minus_mean"]
+    assert set(pd.read_csv(out / "width_sweep.csv").barrier_definition) == {"max_minus_mean"}
+    assert metrics["barrier_definition"] == "max_minus_mean" and "test loss barrier (max_minus_mean)" in text
+
+
+def test_report_with_the_entezari_barrier(work):
+    if not (work / "sweep8.csv").exists():
+        pytest.skip("needs test_width_sweep_and_report")
+    out = work / "report_entezari"
+    params = {**PARAMS, "evaluation": {"barrier": "entezari"}}
+    assert run("report-rebasin", "--out-dir", str(out), "--pairs", str(work / "pair1"), "--sweeps", str(work / "sweep8.csv"),
+               params=params) == 0
+    per_pair = pd.read_csv(out / "barriers.csv")
+    expected = stage.barriers(pd.read_csv(work / "pair1" / "paths.csv"), "entezari")
+    assert (per_pair.barrier_definition == "entezari").all()
+    assert per_pair.barrier.to_numpy() == pytest.approx(expected.barrier.to_numpy())
+    sweep = pd.read_csv(work / "sweep8.csv")
+    kept = pd.read_csv(out / "width_sweep.csv")
+    assert len(kept) == len(sweep) // 2 and kept.barrier.tolist() == sweep[sweep.barrier_definition == "entezari"].barrier.tolist()
+    md = (out / "barriers.md").read_text()
+    assert "barrier (`entezari`)" in md and "test error barrier (entezari)" in md and "max_minus_mean" not in md
 
 
 def test_width_config():

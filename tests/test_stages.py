@@ -89,7 +89,31 @@ def test_report_over_pairs(trained):
     for name in ("barriers.csv", "barriers.md", "interpolation.csv", "interpolation.png", "metrics.json"):
         assert (out / name).stat().st_size > 0
     pairs = pd.read_csv(out / "barriers.csv")
-    assert set(pairs.metric) == {"loss", "error"} and (pairs.barrier >= 0).all()
+    assert set(pairs.metric) == {"loss", "error"} and (pairs.barrier_definition == "max_minus_mean").all()
+    points = pd.read_csv(csv)
+    for r in pairs.itertuples():
+        values = points[points.split == r.split].sort_values("alpha")[r.metric].tolist()
+        assert r.barrier == pytest.approx(max(values) - 0.5 * (values[0] + values[-1]), abs=1e-12)
+    assert "| split   | metric   | barrier (max_minus_mean)" in (out / "barriers.md").read_text()
+
+
+def test_report_uses_the_configured_barrier_definition(trained):
+    csv = trained / "pair.csv"
+    if not csv.exists():
+        pytest.skip("needs test_interpolation_endpoints_are_the_trained_networks")
+    out = trained / "report_entezari"
+    params = {**PARAMS, "evaluation": {"barrier": "entezari"}}
+    assert run("report-seeds", "--out-dir", str(out), str(csv), params=params) == 0
+    pairs = pd.read_csv(out / "barriers.csv")
+    assert (pairs.barrier_definition == "entezari").all()
+    points = pd.read_csv(csv)
+    for r in pairs.itertuples():
+        path = points[points.split == r.split].sort_values("alpha")
+        f, a = path[r.metric].to_numpy(), path.alpha.to_numpy()
+        assert r.barrier == pytest.approx(max(f - ((1 - a) * f[0] + a * f[-1])), abs=1e-12)
+    md = (out / "barriers.md").read_text()
+    assert "barrier (`entezari`)" in md and "| barrier (entezari)" in md and "max_minus_mean" not in md
+    assert json.loads((out / "metrics.json").read_text())["barrier_definition"] == "entezari"
 
 
 def test_damaged_checkpoint_fails_cleanly_and_writes_nothing(trained, capsys):
@@ -110,7 +134,7 @@ def test_bad_params_name_the_key(capsys):
 
 def test_console_entry_point_help():
     bin_dir = Path(sys.executable).parent
-    out = subprocess.run([str(bin_dir / "modeconn"), "--help"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([str(bin_dir / "modeconn"), "--help"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0
     for command in ("train-seeds", "interpolate", "report-seeds", "prepare-data", "init-tracking"):
         assert command in out.stdout

@@ -39,8 +39,8 @@ def header(cfg) -> str:
         f"| evaluation | loss and error on {evaluation}, batch {e.batch_size}; BatchNorm statistics recomputed on {e.bn_batches} × {e.bn_batch_size} training examples after any weight-space operation |",
         f"| device | {cfg.runtime.device} |",
         "",
-        "**Barrier definition** (every barrier in this report unless its section says otherwise): "
-        + definition(s.interpolation_points).replace(f"the {s.interpolation_points} evenly", "the N evenly")
+        f"**Barrier definition** (`evaluation.barrier: {e.barrier}`; every barrier in this report unless its section "
+        "says otherwise): " + definition("N", e.barrier)
         + ". Each table states N and whether f is taken on the train or the test split; mean ± std are "
         "over pairs or replicates (sample std).",
         "",

@@ -7,7 +7,7 @@ rule report_readme:
     output:
         "reports/README.md",
     params:
-        cfg=params_json(data=True, model=True, train=True, seeds=True, evaluation=True),
+        cfg=params_json(data=True, model=True, train=True, seeds=True, evaluation=True, barrier=True),
         code=code("consolidated"),
     conda:
         ENV

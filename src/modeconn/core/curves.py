@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..schedules import curve_factor, iterations
-from .params import TensorDict, combine, flat_norm, stack
+from ..schedules import curve_factor, iterations, steps_per_epoch
+from .params import TensorDict, combine, flat_norm, require_finite, stack
 from .paths import path_coefficients
 from .population import forward
 
@@ -77,7 +77,7 @@ def garipov_schedule(total: int) -> Callable[[int], float]:
 class CurveTraining:
     """The settings of one curve-training run (a slice of the `curves` section).
 
-    `optimizer(tensors, lr)` builds the optimizer of the bends (the stage passes train.make_optimizer
+    `optimizer(tensors)` builds the optimizer of the bends (the stage passes core.optimizers.make_optimizer
     with the curves section's optimizer settings and no weight decay: the L2 term is in the loss).
     """
 
@@ -107,9 +107,7 @@ def train_curves(
     ("t",) for the stream of t. `on_epoch(epoch, mean_loss [C], lr)` after every epoch.
     """
     n = x.shape[0]
-    spe = n // settings.batch_size
-    if spe == 0:
-        raise ValueError(f"curves.batch_size {settings.batch_size} exceeds the {n} training examples")
+    spe = steps_per_epoch(n, settings.batch_size, "curves.batch_size")
     total = iterations(settings.duration, spe)
     schedule = garipov_schedule(total)
     anchors_count = next(iter(endpoints.values())).shape[1] + next(iter(bends.values())).shape[1]
@@ -138,6 +136,7 @@ def train_curves(
         optimizer.step()
         sums += ce.detach().double()
         if j == spe - 1:
+            require_finite("curve training", step + 1, "curves.lr", sums, *trainable)
             if on_epoch is not None:
                 on_epoch(epoch + 1, sums / spe, optimizer.param_groups[0]["lr"])
             sums.zero_()
@@ -168,8 +167,10 @@ def length_weighted_mean(values: Tensor, lengths: Tensor) -> Tensor:
     return (mids * lengths).sum(-1) / total
 
 
-def path_summary(values: Tensor, lengths: Tensor) -> dict[str, float]:
-    """min, max, mean (over the evenly spaced t), length-weighted integral and barrier of f along a path."""
+def path_summary(values: Tensor, lengths: Tensor, kind: str = "max_minus_mean", t: Tensor | None = None) -> dict[str, float]:
+    """f along one path, values [N] at t [N] (evenly spaced in [0, 1] if None), segment lengths [N − 1]
+    → min, max, mean over the points, length-weighted integral (Garipov et al. 2018's "int") and the
+    barrier under definition `kind` (core.barrier: max_minus_mean or entezari, the latter linear in t)."""
     from .barrier import barrier
 
     return {
@@ -177,5 +178,5 @@ def path_summary(values: Tensor, lengths: Tensor) -> dict[str, float]:
         "max": values.max().item(),
         "mean": values.mean().item(),
         "int": length_weighted_mean(values, lengths).item(),
-        "barrier": barrier(values).item(),
+        "barrier": barrier(values, kind, t).item(),
     }

@@ -5,7 +5,8 @@ and test, arc length, test disagreement with the endpoints), ensembles.csv (ense
 on each path) and plane.csv (grid of the curve plane). Outputs: table.csv / table.md (min, max,
 mean, length-weighted integral and barrier of every metric along every path; mean ± std over
 pairs), ensembles.csv / ensembles.md, along.csv (DVC plots), along.png, ensembles.png, plane.png,
-metrics.json and section.md (the family's part of reports/README.md).
+metrics.json and section.md (the family's part of reports/README.md). Barriers use the definition
+`evaluation.barrier` (core.barrier), named in every table.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 
-from ...core.barrier import mean_std  # noqa: E402
+from ...core import barrier as barrier_math  # noqa: E402
 from ...core.curves import path_summary  # noqa: E402
-from ...io import atomic_path, write_json, write_text  # noqa: E402
+from ...io import write_csv, write_json, write_text  # noqa: E402
+from ...tables import mean_std_table, ms  # noqa: E402
 from ...figures import save_figure
 
 PATHS = ("linear", "bezier", "polychain")
@@ -35,29 +37,32 @@ def _pair(table: pd.DataFrame) -> pd.Series:
 
 
 def _ms(values) -> str:
-    m, s = mean_std(torch.tensor(np.asarray(values, dtype=float)))
-    return f"{m:.3f} ± {s:.3f}"
+    return ms(values, 3)
 
 
-def per_pair(along: pd.DataFrame) -> pd.DataFrame:
-    """One row per (pair, path, split, metric) with min, max, mean, int and barrier along t."""
+def per_pair(along: pd.DataFrame, kind: str = barrier_math.MAX_MINUS_MEAN) -> pd.DataFrame:
+    """One row per (pair, path, split, metric) with min, max, mean, int and barrier (definition `kind`) along t."""
     rows = []
     for (pair, path, split), g in along.groupby(["pair", "path", "split"], sort=False):
         g = g.sort_values("t")
         lengths = torch.tensor(np.diff(g.arc_length.to_numpy()))
+        t = torch.tensor(g.t.to_numpy())
         for metric in ("loss", "error"):
-            summ = path_summary(torch.tensor(g[metric].to_numpy()), lengths)
+            summ = path_summary(torch.tensor(g[metric].to_numpy()), lengths, kind, t)
             rows.append({"pair": pair, "path": path, "split": split, "metric": metric, **summ,
-                         "length": g.arc_length.max(), "points": len(g), "bn_reset": bool(g.bn_reset.iloc[0])})
+                         "length": g.arc_length.max(), "points": len(g), "bn_reset": bool(g.bn_reset.iloc[0]),
+                         "barrier_definition": kind})
     return pd.DataFrame(rows)
 
 
 def garipov_table(pairs: pd.DataFrame, split: str, metric: str, scale: float = 1.0) -> pd.DataFrame:
-    """Rows: paths; columns: min, max, avg, int (and barrier) of `metric` on `split`, mean ± std over pairs."""
+    """Rows: paths; columns: min, max, avg, int (and the barrier, its definition in the header) of
+    `metric` on `split`, mean ± std over pairs."""
+    names = {"mean": "avg", "barrier": barrier_math.column(str(pairs.barrier_definition.iloc[0]))}
     out = []
     for path in [p for p in PATHS if p in set(pairs.path)]:
         sel = pairs[(pairs.path == path) & (pairs.split == split) & (pairs.metric == metric)]
-        out.append({"path": path, **{s if s != "mean" else "avg": _ms(sel[s] * scale) for s in STATS}})
+        out.append({"path": path, **{names.get(s, s): _ms(sel[s] * scale) for s in STATS}})
     return pd.DataFrame(out)
 
 
@@ -133,21 +138,22 @@ def plane_figure(planes: pd.DataFrame, path: Path) -> None:
 
 
 def metrics(pairs: pd.DataFrame, ens: pd.DataFrame, points: int) -> dict:
-    out: dict = {"pairs": int(pairs.pair.nunique()), "points": points, "bn_reset": bool(pairs.bn_reset.any())}
-    for (path, split, metric), g in pairs.groupby(["path", "split", "metric"]):
-        for stat in ("max", "int", "barrier"):
-            m, s = mean_std(torch.tensor(g[stat].to_numpy()))
-            out.setdefault(path, {}).setdefault(split, {}).setdefault(metric, {})[stat] = {"mean": m, "std": s}
-    for (path, n), g in ens.groupby(["path", "points"]):
-        m, s = mean_std(torch.tensor(g.ensemble_error.to_numpy()))
-        out.setdefault(path, {}).setdefault("ensemble_test_error", {})[str(n)] = {"mean": m, "std": s}
+    out: dict = {"pairs": int(pairs.pair.nunique()), "points": points, "bn_reset": bool(pairs.bn_reset.any()),
+                 "barrier_definition": str(pairs.barrier_definition.iloc[0])}
+    stats = ("max", "int", "barrier")
+    for r in mean_std_table(pairs, ["path", "split", "metric"], stats).to_dict("records"):
+        out.setdefault(r["path"], {}).setdefault(r["split"], {}).setdefault(r["metric"], {}).update(
+            {stat: {"mean": r[f"{stat}_mean"], "std": r[f"{stat}_std"]} for stat in stats})
+    for r in mean_std_table(ens, ["path", "points"], ["ensemble_error"]).to_dict("records"):
+        out.setdefault(r["path"], {}).setdefault("ensemble_test_error", {})[str(r["points"])] = {
+            "mean": r["ensemble_error_mean"], "std": r["ensemble_error_std"]}
     return out
 
 
 DEFINITIONS = (
     "Every path is evaluated at {points} evenly spaced t in [0, 1] (endpoints included); min, max and avg are over "
     "those points; int is the length-weighted mean ∫ f(θ(t)) |θ'(t)| dt / ∫ |θ'(t)| dt (trapezoids on the segments "
-    "between consecutive points); barrier = max minus the mean of the two endpoints. Loss = mean cross-entropy, error = "
+    "between consecutive points); barrier (`{kind}`) = {formula}. Loss = mean cross-entropy, error = "
     "fraction misclassified, on the full train or test split. Values: mean ± sample std over {pairs} pairs of seeds. "
     "BatchNorm statistics: {bn}."
 )
@@ -155,7 +161,8 @@ DEFINITIONS = (
 
 def _text(pairs: pd.DataFrame, ens: pd.DataFrame, points: int) -> tuple[str, str, str]:
     bn = "recomputed on training batches at every t" if pairs.bn_reset.any() else "not applicable (no BatchNorm)"
-    definition = DEFINITIONS.format(points=points, pairs=pairs.pair.nunique(), bn=bn)
+    kind = str(pairs.barrier_definition.iloc[0])
+    definition = DEFINITIONS.format(points=points, pairs=pairs.pair.nunique(), bn=bn, kind=kind, formula=barrier_math.formula(kind, "t"))
     tables = "\n".join([
         "**Train loss** (Garipov et al. 2018, Table 1 format)", "", garipov_table(pairs, "train", "loss").to_markdown(index=False), "",
         "**Test error (%)**", "", garipov_table(pairs, "test", "error", 100).to_markdown(index=False), "",
@@ -239,14 +246,11 @@ def write(along_csvs: list[Path], ensemble_csvs: list[Path], plane_csvs: list[Pa
     for t in (along, ens, planes):
         t["pair"] = _pair(t)
     points = int(along.groupby(["pair", "path", "split"]).size().iloc[0])
-    pairs = per_pair(along)
+    pairs = per_pair(along, barrier_math.MAX_MINUS_MEAN if cfg is None else cfg.evaluation.barrier)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "table.csv") as tmp:
-        pairs.to_csv(tmp, index=False)
-    with atomic_path(out_dir / "ensembles.csv") as tmp:
-        ens.to_csv(tmp, index=False)
-    with atomic_path(out_dir / "along.csv") as tmp:
-        along.drop(columns=["examples"]).to_csv(tmp, index=False)
+    write_csv(out_dir / "table.csv", pairs)
+    write_csv(out_dir / "ensembles.csv", ens)
+    write_csv(out_dir / "along.csv", along.drop(columns=["examples"]))
     definition, tables, ens_md = _text(pairs, ens, points)
     write_text(out_dir / "table.md", f"# Curves between minima: loss and error along the paths\n\n{definition}\n\n{tables}")
     write_text(out_dir / "ensembles.md", "# Ensembles of points along the paths (test split)\n\n"

@@ -16,21 +16,18 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-import torch  # noqa: E402
 
-from ...core.barrier import mean_std  # noqa: E402
-from ...io import atomic_path, write_json, write_text  # noqa: E402
+from ...io import write_csv, write_json, write_text  # noqa: E402
+from ...tables import mean_std_table, ms  # noqa: E402
 from ...figures import save_figure
 
 SNAPSHOTS = "fge (first n snapshots)"
 
 
 def _ms(values, scale: float = 1.0, digits: int = 2) -> str:
-    m, s = mean_std(torch.tensor(np.asarray(values, dtype=float) * scale))
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
+    return ms(values, digits, scale)
 
 
 def budget_table(fge: pd.DataFrame) -> pd.DataFrame:
@@ -79,14 +76,11 @@ def figure(curve: pd.DataFrame, swa: pd.DataFrame, path: Path) -> None:
 def metrics(fge: pd.DataFrame, swa: pd.DataFrame) -> dict:
     out: dict = {}
     for method in ("independent", "fge"):
-        for budget, g in fge[fge.method == method].groupby("budget"):
-            for m in ("error", "nll"):
-                mean, std = mean_std(torch.tensor(g[m].to_numpy()))
-                out.setdefault(method, {}).setdefault(f"{budget:g}B", {})[m] = {"mean": mean, "std": std}
-    for (method, split), g in swa.groupby(["method", "split"]):
-        for m in ("loss", "error"):
-            mean, std = mean_std(torch.tensor(g[m].to_numpy()))
-            out.setdefault("swa_vs_sgd", {}).setdefault(method, {}).setdefault(split, {})[m] = {"mean": mean, "std": std}
+        for r in mean_std_table(fge[fge.method == method], ["budget"], ["error", "nll"]).to_dict("records"):
+            out.setdefault(method, {})[f"{r['budget']:g}B"] = {m: {"mean": r[f"{m}_mean"], "std": r[f"{m}_std"]} for m in ("error", "nll")}
+    for r in mean_std_table(swa, ["method", "split"], ["loss", "error"]).to_dict("records"):
+        out.setdefault("swa_vs_sgd", {}).setdefault(r["method"], {})[r["split"]] = {
+            m: {"mean": r[f"{m}_mean"], "std": r[f"{m}_std"]} for m in ("loss", "error")}
     return out
 
 
@@ -144,13 +138,10 @@ def write(fge_csv: Path, swa_csv: Path, out_dir: Path, cfg=None) -> dict:
     fge, swa = pd.read_csv(fge_csv, dtype={"seeds": str}), pd.read_csv(swa_csv)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = budget_table(fge)
-    with atomic_path(out_dir / "fge.csv") as tmp:
-        fge.to_csv(tmp, index=False)
-    with atomic_path(out_dir / "swa.csv") as tmp:
-        swa.to_csv(tmp, index=False)
+    write_csv(out_dir / "fge.csv", fge)
+    write_csv(out_dir / "swa.csv", swa)
     curve = size_curve(fge)
-    with atomic_path(out_dir / "ensemble_size.csv") as tmp:
-        curve.to_csv(tmp, index=False)
+    write_csv(out_dir / "ensemble_size.csv", curve)
     write_text(out_dir / "fge.md", "# FGE vs independent ensembles at equal budget\n\n" + table.to_markdown(index=False) + "\n")
     write_text(out_dir / "swa.md", "# SWA vs SGD\n\n" + swa_table(swa).to_markdown(index=False) + "\n")
     figure(curve, swa, out_dir / "fge.png")

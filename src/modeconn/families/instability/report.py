@@ -3,7 +3,8 @@
 Input: the paths.csv of every spawn step (stages.instability.fork; columns k_label, k, trunk, pair,
 alpha, split, loss, error, bn_reset, examples). Output:
 
-    barriers.csv     one row per (k, trunk, pair, split): error and loss barrier, endpoints' error
+    barriers.csv     one row per (k, trunk, pair, split): error and loss barrier, endpoints' error,
+                     and the barrier definition (`evaluation.barrier`, core.barrier) they use
     instability.csv  mean ± std over replicates per (k, split), for DVC plots
     instability.md   the table with the definitions and the stability threshold
     instability.png  error barrier vs k (symmetric-log k axis so that k = 0 shows), error bars,
@@ -22,12 +23,12 @@ matplotlib.use("Agg")  # files only; no display on the workflow's machines
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-import torch  # noqa: E402
 
 from ...config import Config  # noqa: E402
 from ...core import barrier as barrier_math  # noqa: E402
 from ...core.instability import first_stable  # noqa: E402
-from ...io import atomic_path, write_json, write_text  # noqa: E402
+from ...io import write_csv, write_json, write_text  # noqa: E402
+from ...tables import mean_std_table, pm as format_pm  # noqa: E402
 from ..instability.stage import barriers  # noqa: E402
 from ...figures import save_figure
 
@@ -41,15 +42,18 @@ def read(csvs: list[Path]) -> pd.DataFrame:
 
 
 def summary(per_pair: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Mean ± sample std over replicates of the error and loss barriers and the endpoints' error."""
-    rows = []
-    for group_keys, group in per_pair.groupby(keys, sort=True):
-        row = dict(zip(keys, group_keys if isinstance(group_keys, tuple) else (group_keys,)))
-        for col in ("error_barrier", "loss_barrier", "error_endpoints"):
-            row[f"{col}_mean"], row[f"{col}_std"] = barrier_math.mean_std(torch.tensor(group[col].to_numpy()))
-        row["replicates"] = len(group)
-        rows.append(row)
-    return pd.DataFrame(rows)
+    """Mean ± sample std over replicates of the error and loss barriers and the endpoints' error,
+    with the barrier definition they use."""
+    summ = mean_std_table(per_pair, keys, ["error_barrier", "loss_barrier", "error_endpoints"], count="replicates")
+    return summ.assign(barrier_definition=_kind(per_pair))
+
+
+def _kind(per_pair: pd.DataFrame) -> str:
+    """The one barrier definition of a table of per-pair barriers."""
+    kinds = set(per_pair.barrier_definition)
+    if len(kinds) != 1:
+        raise ValueError(f"barriers of several definitions mixed in one table: {sorted(kinds)}")
+    return kinds.pop()
 
 
 def threshold_step(summ: pd.DataFrame, threshold: float, split: str = "test") -> dict:
@@ -61,15 +65,17 @@ def threshold_step(summ: pd.DataFrame, threshold: float, split: str = "test") ->
 
 
 def pm(mean: float, std: float, scale: float = 100.0) -> str:
-    return f"{scale * mean:.2f} ± {scale * std:.2f}"
+    """Percentage points by default, two decimals."""
+    return format_pm(mean, std, 2, scale)
 
 
 def table_markdown(summ: pd.DataFrame) -> str:
     wide = []
+    header = barrier_math.column(_kind(summ), "%")
     for (k, label), group in summ.groupby(["k", "k_label"], sort=True):
         row = {"k (it)": int(k), "k": label}
         for r in group.itertuples():
-            row[f"{r.split} error barrier (%)"] = pm(r.error_barrier_mean, r.error_barrier_std)
+            row[f"{r.split} error {header}"] = pm(r.error_barrier_mean, r.error_barrier_std)
         for r in group.itertuples():
             row[f"{r.split} error of children (%)"] = pm(r.error_endpoints_mean, r.error_endpoints_std)
         row["replicates"] = int(group.replicates.iloc[0])
@@ -77,10 +83,10 @@ def table_markdown(summ: pd.DataFrame) -> str:
     return pd.DataFrame(wide).to_markdown(index=False)
 
 
-def definition(points: int, bn: bool) -> str:
+def definition(points: int, bn: bool, kind: str = barrier_math.MAX_MINUS_MEAN) -> str:
     norm = "BatchNorm statistics recomputed on training batches at every α" if bn else "no BatchNorm"
     return (
-        f"Instability = error barrier between the two children of a fork: {barrier_math.definition(points)}; "
+        f"Instability = error barrier between the two children of a fork: {barrier_math.definition(points, kind)}; "
         f"f = error rate ({norm}). Values in percentage points, mean ± sample std over replicates "
         "(trunk seeds × fork-seed pairs)."
     )
@@ -114,7 +120,7 @@ def figure(summ: pd.DataFrame, table: pd.DataFrame, threshold: float, path: Path
 
 
 def metrics(summ: pd.DataFrame, stable: dict, points: int, bn: bool) -> dict:
-    out: dict = {"points": points, "bn_reset": bn, "stability": stable, "instability": {}}
+    out: dict = {"points": points, "bn_reset": bn, "barrier_definition": _kind(summ), "stability": stable, "instability": {}}
     for r in summ.itertuples():
         out["instability"].setdefault(r.k_label, {"k": int(r.k)})[r.split] = {
             "error_barrier": {"mean": r.error_barrier_mean, "std": r.error_barrier_std},
@@ -146,7 +152,7 @@ def section(cfg: Config, summ: pd.DataFrame, stable: dict, points: int, bn: bool
             "share the step-k weights and optimizer state and differ only in their data-order and augmentation seeds; "
             "both train to the end of the seeds' schedule.",
             "",
-            definition(points, bn),
+            definition(points, bn, _kind(summ)),
             "",
             table_markdown(summ),
             "",
@@ -166,19 +172,17 @@ def write(cfg: Config, csvs: list[Path], out_dir: Path) -> dict:
     table = read(csvs)
     points = int(table.groupby(["k", "trunk", "pair", "split"]).size().iloc[0])
     bn = bool(table.bn_reset.any())
-    per_pair = barriers(table, ["k_label", "k", "trunk", "pair"])
+    per_pair = barriers(table, ["k_label", "k", "trunk", "pair"], cfg.evaluation.barrier)
     summ = summary(per_pair, ["k", "k_label", "split"])
     stable = threshold_step(summ, cfg.instability.threshold)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "barriers.csv") as tmp:
-        per_pair.to_csv(tmp, index=False)
-    with atomic_path(out_dir / "instability.csv") as tmp:
-        summ.to_csv(tmp, index=False)
+    write_csv(out_dir / "barriers.csv", per_pair)
+    write_csv(out_dir / "instability.csv", summ)
     threshold_line = (
         f"**Stability threshold:** first k with mean test error barrier < {100 * stable['threshold']:g}%: "
         + (f"k = {stable['k_label']} ({stable['k']} iterations)." if stable["k"] is not None else "none of the spawn steps tried.")
     )
-    write_text(out_dir / "instability.md", "\n".join(["# Instability vs spawn step", "", definition(points, bn), "", threshold_line, "", table_markdown(summ), ""]))
+    write_text(out_dir / "instability.md", "\n".join(["# Instability vs spawn step", "", definition(points, bn, _kind(summ)), "", threshold_line, "", table_markdown(summ), ""]))
     figure(summ, table, cfg.instability.threshold, out_dir / "instability.png")
     result = metrics(summ, stable, points, bn)
     write_json(out_dir / "metrics.json", result)

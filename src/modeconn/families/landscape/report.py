@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from ...io import atomic_path, write_json, write_text  # noqa: E402
+from ...io import write_csv, write_json, write_text  # noqa: E402
 from ...figures import save_figure
 
 METRICS = ("loss", "error")
@@ -156,8 +156,7 @@ def write(around: list[Path], between: list[Path], out_dir: Path, cfg=None) -> d
     lines["pair"] = lines["a"].astype(str) + "–" + lines["b"].astype(str)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, frame in (("surface_1d.csv", one.drop(columns=["beta", "dims"])), ("surface_2d.csv", two.drop(columns=["dims"])), ("between.csv", lines)):
-        with atomic_path(out_dir / name) as tmp:
-            frame.to_csv(tmp, index=False)
+        write_csv(out_dir / name, frame)
     figure_1d(one, out_dir / "landscape_1d.png")
     figure_2d(two, out_dir / "landscape_2d.png")
     if len(lines):

@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from ...config import Config  # noqa: E402
 from ...core import barrier as barrier_math  # noqa: E402
-from ...io import atomic_path, write_json, write_text  # noqa: E402
+from ...io import write_csv, write_json, write_text  # noqa: E402
 from ..instability.stage import barriers  # noqa: E402
 from ..instability.report import pm  # noqa: E402
 from ...figures import save_figure
@@ -54,8 +54,10 @@ def accuracy_summary(acc: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def stability_summary(stab: pd.DataFrame) -> pd.DataFrame:
-    per_seed = barriers(stab, ["level", "seed", "density"])
+def stability_summary(stab: pd.DataFrame, kind: str = barrier_math.MAX_MINUS_MEAN) -> pd.DataFrame:
+    """Instability (test error barrier of definition `kind` between the ticket and its fork),
+    mean ± std over seeds, per (level, split)."""
+    per_seed = barriers(stab, ["level", "seed", "density"], kind)
     rows = []
     for (level, split), group in per_seed.groupby(["level", "split"], sort=True):
         mean, std = barrier_math.mean_std(torch.tensor(group.error_barrier.to_numpy()))
@@ -83,7 +85,7 @@ def levels_table(accs: pd.DataFrame, stabs: pd.DataFrame, tolerance: float, thre
     return pd.DataFrame(rows)
 
 
-def levels_markdown(levels: pd.DataFrame) -> str:
+def levels_markdown(levels: pd.DataFrame, kind: str = barrier_math.MAX_MINUS_MEAN) -> str:
     shown = pd.DataFrame(
         {
             "level": levels.level,
@@ -93,11 +95,22 @@ def levels_markdown(levels: pd.DataFrame) -> str:
             "random reinit acc (%)": [pm(m, s) for m, s in zip(levels.reinit_accuracy_mean, levels.reinit_accuracy_std)],
             "dense acc (%)": [pm(m, s) for m, s in zip(levels.dense_accuracy_mean, levels.dense_accuracy_std)],
             "matching": levels.matching.map({True: "yes", False: "no"}),
-            "instability (test, %)": [pm(m, s) for m, s in zip(levels.instability_mean, levels.instability_std)],
+            f"instability = test error {barrier_math.column(kind, '%')}": [pm(m, s) for m, s in zip(levels.instability_mean, levels.instability_std)],
             "stable": levels.stable.map({True: "yes", False: "no"}),
         }
     )
     return shown.to_markdown(index=False)
+
+
+def pruning_rule(cfg: Config) -> str:
+    """One sentence naming the pruning rule (core.pruning) and its rates."""
+    lot = cfg.lottery
+    pools = {
+        "global": "in one magnitude ranking over every layer but the output layer",
+        "layerwise": "of every layer by magnitude within that layer (as Frankle & Carbin 2019 prune LeNet-300-100)",
+    }[lot.rule]
+    return (f"Pruning rule `{lot.rule}`: each level removes {100 * lot.fraction:g}% of the remaining weights {pools}, "
+            f"and {100 * lot.output_fraction:g}% of the output layer's by magnitude on its own.")
 
 
 def definitions(cfg: Config, points: int, bn: bool = False) -> str:
@@ -105,13 +118,13 @@ def definitions(cfg: Config, points: int, bn: bool = False) -> str:
     norm = "BatchNorm statistics recomputed on training batches for every network and every α" if bn else "no BatchNorm"
     return (
         f"Test accuracy, mean ± sample std over {lot.seeds} seeds. Weights remaining = surviving fraction of the prunable weights "
-        f"(every conv/linear weight; biases and norm parameters are never pruned). Each level removes {100 * lot.fraction:g}% of the "
-        f"remaining weights by global magnitude, the output layer {100 * lot.output_fraction:g}% on its own. Survivors are rewound to "
-        f"step {lot.rewind_step} of the seed's training (weights and optimizer state) and retrained to the end of the seeds' schedule. "
+        f"(every conv/linear weight; biases and norm parameters are never pruned). {pruning_rule(cfg)} Survivors are rewound to "
+        f"step {lot.rewind_step} of the seed's training (weights and optimizer state) and retrained to the end of the seeds' schedule; "
+        "the random-reinitialisation baseline starts from a fresh initialisation and a fresh optimizer state at the same step. "
         f"*Matching*: mean IMP test accuracy at most {100 * lot.matching_tolerance:g} points below the dense networks'. "
         f"*Instability*: test error barrier between two copies of the rewound ticket trained with different data-order seeds "
         "(the IMP ticket and a fork), "
-        f"{barrier_math.definition(points)}; *stable* when below {100 * cfg.instability.threshold:g}% ({norm})."
+        f"{barrier_math.definition(points, cfg.evaluation.barrier)}; *stable* when below {100 * cfg.instability.threshold:g}% ({norm})."
     )
 
 
@@ -169,11 +182,11 @@ def section(cfg: Config, levels: pd.DataFrame, points: int, bn: bool) -> str:
             "Hypothesis* (Frankle, Dziugaite, Roy & Carbin, ICML 2020).",
             "",
             f"Data {cfg.data.name}, model {cfg.model.name} (norm {cfg.model.norm}), {cfg.train.optimizer} lr {cfg.train.lr}, "
-            f"batch {cfg.train.batch_size}, {cfg.train.duration}; {cfg.lottery.levels} pruning levels.",
+            f"batch {cfg.train.batch_size}, {cfg.train.duration}; {cfg.lottery.levels} pruning levels, rule `{cfg.lottery.rule}`.",
             "",
             definitions(cfg, points, bn),
             "",
-            levels_markdown(levels),
+            levels_markdown(levels, cfg.evaluation.barrier),
             "",
             "![Accuracy vs weights remaining](lottery/accuracy.png)",
             "",
@@ -196,18 +209,21 @@ def write(cfg: Config, level_dirs: list[Path], out_dir: Path) -> dict:
     acc, stab = read(level_dirs)
     points = int(stab.groupby(["level", "seed", "split"]).size().iloc[0])
     bn = bool(stab.bn_reset.any())
-    accs, stabs = accuracy_summary(acc), stability_summary(stab)
+    kind = cfg.evaluation.barrier
+    accs, stabs = accuracy_summary(acc), stability_summary(stab, kind)
     levels = levels_table(accs, stabs, cfg.lottery.matching_tolerance, cfg.instability.threshold)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "accuracy.csv") as tmp:
-        accs.to_csv(tmp, index=False)
-    with atomic_path(out_dir / "levels.csv") as tmp:
-        levels.to_csv(tmp, index=False)
-    write_text(out_dir / "levels.md", "\n".join(["# Lottery tickets per pruning level", "", definitions(cfg, points, bn), "", levels_markdown(levels), ""]))
+    write_csv(out_dir / "accuracy.csv", accs)
+    write_csv(out_dir / "levels.csv", levels)
+    write_text(out_dir / "levels.md", "\n".join(["# Lottery tickets per pruning level", "", definitions(cfg, points, bn), "", levels_markdown(levels, kind), ""]))
     accuracy_figure(accs, out_dir / "accuracy.png")
     stability_figure(stabs, cfg.instability.threshold, out_dir / "stability.png")
     result = {
+        "rule": cfg.lottery.rule,
+        "fraction": cfg.lottery.fraction,
+        "output_fraction": cfg.lottery.output_fraction,
         "points": points,
+        "barrier_definition": kind,
         "bn_reset": bn,
         "levels": {int(r.level): {k: (bool(v) if k in ("matching", "stable") else float(v)) for k, v in r._asdict().items() if k not in ("Index", "level")} for r in levels.itertuples()},
         "matching_levels": [int(v) for v in levels[levels.matching].level],

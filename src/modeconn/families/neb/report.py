@@ -4,7 +4,8 @@ Inputs: the per-pair CSVs of `stages.neb.connect` (seed_a, seed_b, t, pivot, spl
 bn_reset, examples) and the seeds family's linear-interpolation CSVs of the same pairs. Outputs:
 paths.png, paths.csv (every point, DVC plots), saddles.csv / saddles.md (endpoint loss vs saddle,
 per pair and mean ± std), mst.csv (edges of the minimum spanning tree of saddle train loss),
-mst.png, metrics.json and section.md.
+mst.png, metrics.json and section.md. Barriers use the definition `evaluation.barrier`
+(core.barrier), named in every table.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 from scipy.sparse.csgraph import minimum_spanning_tree  # noqa: E402
 
-from ...core.barrier import barrier, mean_std  # noqa: E402
-from ...io import atomic_path, write_json, write_text  # noqa: E402
+from ...core import barrier as barrier_math  # noqa: E402
+from ...io import write_csv, write_json, write_text  # noqa: E402
+from ...tables import mean_std_table, pm  # noqa: E402
 from ...figures import save_figure
 
 METRICS = ("loss", "error")
@@ -31,9 +33,16 @@ SPLITS = ("train", "test")
 SADDLE = (
     "saddle = max of f over the dense points of the path (for AutoNEB: every pivot plus evenly spaced "
     "points between consecutive pivots; for the linear path: the seeds family's evenly spaced alphas); "
-    "endpoints = mean of f at the two minima; barrier = saddle − endpoints; f = mean cross-entropy "
+    "endpoints = mean of f at the two minima; barrier (`{kind}`) = {formula}, t the position along the "
+    "path (AutoNEB: pivot index / (pivots − 1); linear: alpha){same}; f = mean cross-entropy "
     "(loss) or fraction misclassified (error) on the full named split"
 )
+
+
+def definitions(kind: str = barrier_math.MAX_MINUS_MEAN) -> str:
+    """The saddle and barrier definitions of the tables, for barrier definition `kind`."""
+    same = ", i.e. saddle − endpoints" if kind == barrier_math.MAX_MINUS_MEAN else ""
+    return SADDLE.format(kind=kind, formula=barrier_math.formula(kind, "t"), same=same)
 
 
 def _pair(table: pd.DataFrame) -> pd.Series:
@@ -54,8 +63,13 @@ def read(neb_csvs: list[Path], linear_csvs: list[Path]) -> pd.DataFrame:
     return table[table.pair.isin(wanted)][["pair", "seed_a", "seed_b", "path", "position", "pivot", "split", "loss", "error", "bn_reset"]]
 
 
-def per_pair(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (pair, split, metric): endpoint mean, saddle and barrier of both paths, pivots."""
+def _barrier(path: pd.DataFrame, metric: str, kind: str) -> float:
+    return barrier_math.barrier(torch.tensor(path[metric].to_numpy()), kind, torch.tensor(path.position.to_numpy())).item()
+
+
+def per_pair(table: pd.DataFrame, kind: str = barrier_math.MAX_MINUS_MEAN) -> pd.DataFrame:
+    """One row per (pair, split, metric): endpoint mean, saddle and barrier (definition `kind`) of
+    both paths, pivots."""
     rows = []
     for (pair, split), group in table.groupby(["pair", "split"], sort=True):
         neb = group[group.path == "autoneb"].sort_values("position")
@@ -66,25 +80,18 @@ def per_pair(table: pd.DataFrame) -> pd.DataFrame:
                    "neb_saddle": neb[metric].max(),
                    "neb_saddle_t": neb.position.iloc[int(neb[metric].to_numpy().argmax())],
                    "pivots": int(neb["pivot"].sum()), "neb_points": len(neb),
-                   "neb_barrier": barrier(torch.tensor(neb[metric].to_numpy())).item()}
+                   "neb_barrier": _barrier(neb, metric, kind)}
             if len(lin):
                 row["linear_saddle"] = lin[metric].max()
-                row["linear_barrier"] = barrier(torch.tensor(lin[metric].to_numpy())).item()
-            rows.append(row)
+                row["linear_barrier"] = _barrier(lin, metric, kind)
+            rows.append({**row, "barrier_definition": kind})
     return pd.DataFrame(rows)
 
 
 def summary(pairs: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for split in SPLITS:
-        for metric in METRICS:
-            sel = pairs[(pairs.split == split) & (pairs.metric == metric)]
-            row = {"split": split, "metric": metric, "pairs": len(sel)}
-            for col in ("endpoints", "neb_saddle", "neb_barrier", "linear_saddle", "linear_barrier"):
-                if col in sel:
-                    row[col + "_mean"], row[col + "_std"] = mean_std(torch.tensor(sel[col].to_numpy()))
-            rows.append(row)
-    return pd.DataFrame(rows)
+    """Mean ± sample std over pairs of endpoints, saddles and barriers, per split and metric."""
+    cols = [c for c in ("endpoints", "neb_saddle", "neb_barrier", "linear_saddle", "linear_barrier") if c in pairs]
+    return mean_std_table(pairs, ["split", "metric"], cols, count="pairs", order={"split": SPLITS, "metric": METRICS})
 
 
 def mst(pairs: pd.DataFrame) -> pd.DataFrame:
@@ -104,18 +111,21 @@ def mst(pairs: pd.DataFrame) -> pd.DataFrame:
 def _pm(summ: pd.DataFrame, col: str) -> list[str]:
     if col + "_mean" not in summ:
         return ["–"] * len(summ)
-    return [f"{m:.4f} ± {s:.4f}" for m, s in zip(summ[col + "_mean"], summ[col + "_std"])]
+    return [pm(m, s) for m, s in zip(summ[col + "_mean"], summ[col + "_std"])]
 
 
 def tables_md(pairs: pd.DataFrame, summ: pd.DataFrame, edges: pd.DataFrame) -> str:
+    kind = str(pairs.barrier_definition.iloc[0])
+    header = barrier_math.column(kind)
     shown = pd.DataFrame({
         "split": summ.split, "metric": summ.metric, "endpoints": _pm(summ, "endpoints"),
-        "AutoNEB saddle": _pm(summ, "neb_saddle"), "AutoNEB barrier": _pm(summ, "neb_barrier"),
-        "linear saddle": _pm(summ, "linear_saddle"), "linear barrier": _pm(summ, "linear_barrier"), "pairs": summ.pairs,
+        "AutoNEB saddle": _pm(summ, "neb_saddle"), f"AutoNEB {header}": _pm(summ, "neb_barrier"),
+        "linear saddle": _pm(summ, "linear_saddle"), f"linear {header}": _pm(summ, "linear_barrier"), "pairs": summ.pairs,
     })
-    detail = pairs[(pairs.metric == "loss")][["pair", "split", "endpoints", "neb_saddle", "neb_barrier", "linear_saddle", "linear_barrier", "pivots", "neb_saddle_t"]]
+    detail = pairs[(pairs.metric == "loss")].reindex(columns=["pair", "split", "endpoints", "neb_saddle", "neb_barrier", "linear_saddle", "linear_barrier", "pivots", "neb_saddle_t"])
+    detail = detail.rename(columns={"neb_barrier": f"neb {header}", "linear_barrier": f"linear {header}"})
     return "\n".join([
-        f"**Definitions.** {SADDLE}. Mean ± sample std over pairs.",
+        f"**Definitions.** {definitions(kind)}. Mean ± sample std over pairs.",
         "",
         shown.to_markdown(index=False),
         "",
@@ -172,6 +182,7 @@ def mst_figure(pairs: pd.DataFrame, edges: pd.DataFrame, path: Path) -> None:
 
 def metrics(summ: pd.DataFrame, pairs: pd.DataFrame, edges: pd.DataFrame) -> dict:
     out: dict = {"pairs": int(pairs.pair.nunique()), "pivots_mean": float(pairs.pivots.mean()),
+                 "barrier_definition": str(pairs.barrier_definition.iloc[0]),
                  "mst": {"edges": len(edges), "max_saddle_train_loss": float(edges.saddle_train_loss.max()) if len(edges) else None,
                          "total_saddle_train_loss": float(edges.saddle_train_loss.sum())}}
     for r in summ.to_dict("records"):
@@ -217,15 +228,14 @@ def section(pairs: pd.DataFrame, summ: pd.DataFrame, edges: pd.DataFrame, table:
     ])
 
 
-def write(neb_csvs: list[Path], linear_csvs: list[Path], out_dir: Path) -> dict:
+def write(neb_csvs: list[Path], linear_csvs: list[Path], out_dir: Path, kind: str = barrier_math.MAX_MINUS_MEAN) -> dict:
     table = read(neb_csvs, linear_csvs)
-    pairs = per_pair(table)
+    pairs = per_pair(table, kind)
     summ = summary(pairs)
     edges = mst(pairs)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, frame in (("saddles.csv", pairs), ("mst.csv", edges), ("paths.csv", table)):
-        with atomic_path(out_dir / name) as tmp:
-            frame.to_csv(tmp, index=False)
+        write_csv(out_dir / name, frame)
     write_text(out_dir / "saddles.md", "# AutoNEB saddles vs linear barriers\n\n" + tables_md(pairs, summ, edges))
     paths_figure(table, out_dir / "paths.png")
     mst_figure(pairs, edges, out_dir / "mst.png")

@@ -4,6 +4,7 @@ Inputs: the per-pair folders of `stages.rebasin.match_pair` (paths.csv, collapse
 matching.json) and the per-width CSVs of `stages.rebasin.sweep_width`. Outputs:
 
 barriers.csv / barriers.md   barrier per pair, method and correction; summary mean ± std over pairs
+                             (every barrier under `evaluation.barrier`, named in each table)
 interpolation.csv / .png     every evaluated point (DVC plots) / mean curves per method
 width_sweep.csv / .png       barrier vs width per method (Ainsworth et al. 2023, Fig. 4 style)
 collapse.csv / .png          variance-collapse ratio per layer before/after REPAIR (Jordan et al. 2022)
@@ -22,10 +23,10 @@ matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-import torch  # noqa: E402
 
 from ...core import barrier as barrier_math  # noqa: E402
-from ...io import atomic_path, write_json, write_text  # noqa: E402
+from ...io import write_csv, write_json, write_text  # noqa: E402
+from ...tables import mean_std_table, pm  # noqa: E402
 from ..rebasin.stage import barriers  # noqa: E402
 from ...figures import save_figure
 
@@ -55,32 +56,26 @@ def _order(df: pd.DataFrame) -> list[str]:
 
 
 def summary(per_pair: pd.DataFrame, by=("method", "correction", "split", "metric")) -> pd.DataFrame:
-    rows = []
-    for key, sel in per_pair.groupby(list(by), sort=False):
-        m, s = barrier_math.mean_std(torch.tensor(sel.barrier.to_numpy()))
-        e, es = barrier_math.mean_std(torch.tensor(sel.endpoint_mean.to_numpy()))
-        rows.append({**dict(zip(by, key)), "barrier_mean": m, "barrier_std": s, "endpoint_mean": e, "endpoint_std": es, "pairs": len(sel)})
-    out = pd.DataFrame(rows)
+    """Mean ± sample std over pairs of the barrier and the endpoint mean per group of `by`, methods
+    in METHODS order (a categorical column), the rest sorted."""
+    out = mean_std_table(per_pair, list(by), {"barrier": "barrier", "endpoint_mean": "endpoint"}, count="pairs",
+                         order={"method": METHODS})
     out["method"] = pd.Categorical(out.method, [m for m in METHODS if m in set(out.method)], ordered=True)
-    return out.sort_values(list(by)).reset_index(drop=True)
+    return out
 
 
-def _pm(m: float, s: float) -> str:
-    return f"{m:.4f} ± {s:.4f}"
-
-
-def barrier_markdown(summ: pd.DataFrame, points: int, bn: bool) -> str:
+def barrier_markdown(summ: pd.DataFrame, points: int, bn: bool, kind: str = barrier_math.MAX_MINUS_MEAN) -> str:
     """Wide table: one row per method and correction, columns split × metric, mean ± std over pairs."""
-    summ = summ.assign(value=[_pm(m, s) for m, s in zip(summ.barrier_mean, summ.barrier_std)])
+    summ = summ.assign(value=[pm(m, s) for m, s in zip(summ.barrier_mean, summ.barrier_std)])
     wide = summ.pivot_table(index=["method", "correction"], columns=["split", "metric"], values="value", aggfunc="first", observed=True)
-    wide.columns = [f"{split} {metric} barrier" for split, metric in wide.columns]
+    wide.columns = [f"{split} {metric} {barrier_math.column(kind)}" for split, metric in wide.columns]
     wide = wide.reset_index()
     wide["method"] = wide.method.map(LABELS)
     pairs = int(summ.pairs.max())
     bn_text = ("BatchNorm statistics recomputed on training batches at every alpha (all rows)" if bn
                else "no BatchNorm; `repair` rows: REPAIR applied at every alpha (Jordan et al. 2022)")
     return "\n".join([
-        f"**Barrier definition.** {barrier_math.definition(points)}; the path is θ(α) = (1−α)θ_A + α π(θ_B) with π the "
+        f"**Barrier definition.** {barrier_math.definition(points, kind)}; the path is θ(α) = (1−α)θ_A + α π(θ_B) with π the "
         f"method's permutation of seed B (identity for no matching). Mean ± sample std over {pairs} pairs of seeds. {bn_text}.",
         "",
         wide.to_markdown(index=False),
@@ -115,7 +110,7 @@ def figure_width(sweep: pd.DataFrame, path: Path, model: str) -> None:
                          hue_order=[LABELS[m] for m in _order(sweep)], errorbar="sd", ax=ax)
             ax.set_xscale("log", base=2)
             ax.set_xlabel("hidden width" if model == "mlp" else "width multiplier")
-            ax.set_ylabel(f"test {metric} barrier")
+            ax.set_ylabel(f"test {metric} {barrier_math.column(sweep.barrier_definition.iloc[0])}")
             ax.axhline(0, color="grey", lw=0.8)
         handles, labels = axes[0].get_legend_handles_labels()
         for ax in axes:
@@ -152,12 +147,11 @@ def _save(fig, path: Path) -> None:
 
 
 def _csv(df: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
+    write_csv(path, df)
 
 
-def metrics(summ: pd.DataFrame, sweep_summ: pd.DataFrame, coll: pd.DataFrame, points: int) -> dict:
-    out: dict = {"points": points, "pairs": int(summ.pairs.max())}
+def metrics(summ: pd.DataFrame, sweep_summ: pd.DataFrame, coll: pd.DataFrame, points: int, kind: str = barrier_math.MAX_MINUS_MEAN) -> dict:
+    out: dict = {"points": points, "pairs": int(summ.pairs.max()), "barrier_definition": kind}
     for r in summ.itertuples():
         out.setdefault("barrier", {}).setdefault(r.method, {}).setdefault(r.correction, {}).setdefault(r.split, {})[r.metric] = {"mean": r.barrier_mean, "std": r.barrier_std}
     for r in sweep_summ.itertuples():
@@ -208,13 +202,13 @@ def _comparisons(summ, sweep_summ, coll, info) -> list[str]:
     out = []
     none, none_err = _get(summ, "none", "plain", "test", "loss"), _get(summ, "none", "plain", "test", "error")
     if none is not None:
-        out.append(f"- Without matching the test loss barrier is {_pm(*none)} (error {_pm(*none_err)}): independently trained "
+        out.append(f"- Without matching the test loss barrier is {pm(*none)} (error {pm(*none_err)}): independently trained "
                    "seeds are not linearly connected, as all three papers find.")
     matched = [m for m in ("weight", "activation", "ste") if _get(summ, m, "plain", "test", "loss") is not None]
     for m in matched:
         b, e = _get(summ, m, "plain", "test", "loss"), _get(summ, m, "plain", "test", "error")
         cut = f" ({100 * (1 - b[0] / none[0]):.0f}% below no matching)" if none and none[0] > 0 else ""
-        out.append(f"- {LABELS[m]}: test loss barrier {_pm(*b)}{cut}, error barrier {_pm(*e)}.")
+        out.append(f"- {LABELS[m]}: test loss barrier {pm(*b)}{cut}, error barrier {pm(*e)}.")
     if matched:
         out.append("  Ainsworth et al. report a near-zero loss barrier after all three methods for their MNIST MLP (3×512, "
                    "`config/mnist.yaml`); this default is a smaller network on the harder MNIST-1D, where a barrier remains.")
@@ -247,13 +241,22 @@ def _comparisons(summ, sweep_summ, coll, info) -> list[str]:
     return out
 
 
+def _sweep(sweeps: list[Path], kind: str) -> pd.DataFrame:
+    """The width-sweep rows of definition `kind` (the sweep jobs record every definition)."""
+    if not sweeps:
+        return pd.DataFrame(columns=["width", "seed_a", "seed_b", "method", "correction", "split", "metric", "barrier",
+                                     "endpoint_mean", "barrier_definition"])
+    sweep = pd.concat([pd.read_csv(p) for p in sweeps], ignore_index=True)
+    return sweep[sweep.barrier_definition == kind].reset_index(drop=True)
+
+
 def write(pairs: list[Path], sweeps: list[Path], out_dir: Path, cfg) -> dict:
+    kind = cfg.evaluation.barrier
     paths, coll, info = _read(pairs)
-    per_pair = barriers(paths)
+    per_pair = barriers(paths, kind)
     summ = summary(per_pair)
     points = int(per_pair.points.iloc[0])
-    sweep = pd.concat([pd.read_csv(p) for p in sweeps], ignore_index=True) if sweeps else pd.DataFrame(
-        columns=["width", "seed_a", "seed_b", "method", "correction", "split", "metric", "barrier", "endpoint_mean"])
+    sweep = _sweep(sweeps, kind)
     sweep_summ = summary(sweep, by=("width", "method", "correction", "split", "metric")) if not sweep.empty else pd.DataFrame(
         columns=["width", "method", "correction", "split", "metric", "barrier_mean"])
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -262,13 +265,13 @@ def write(pairs: list[Path], sweeps: list[Path], out_dir: Path, cfg) -> dict:
     _csv(sweep, out_dir / "width_sweep.csv")
     _csv(coll, out_dir / "collapse.csv")
     _csv(info, out_dir / "matching.csv")
-    table_md = barrier_markdown(summ, points, bool(per_pair.bn_reset.any()))
+    table_md = barrier_markdown(summ, points, bool(per_pair.bn_reset.any()), kind)
     write_text(out_dir / "barriers.md", "# Barriers before and after permutation matching\n\n" + table_md + "\n\n## Per pair\n\n"
                + per_pair.to_markdown(index=False, floatfmt=".4f") + "\n")
     figure_interpolation(paths, out_dir / "interpolation.png")
     figure_width(sweep, out_dir / "width_sweep.png", cfg.model.name)
     figure_collapse(coll, out_dir / "collapse.png")
-    result = metrics(summ, sweep_summ, coll, points)
+    result = metrics(summ, sweep_summ, coll, points, kind)
     write_json(out_dir / "metrics.json", result)
     write_text(out_dir / "section.md", section(cfg, summ, sweep_summ, coll, info, table_md, points))
     return result

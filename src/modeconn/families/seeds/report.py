@@ -3,7 +3,8 @@
 Input: the per-pair CSVs written by `stages.seeds.interpolate` (columns seed_a, seed_b, alpha,
 split, loss, error, bn_reset, examples). Output: barriers.csv (per pair), barriers.md (summary
 mean ± std over pairs with the definition, then per pair), interpolation.csv (all points, for DVC
-plots), interpolation.png, metrics.json (for `dvc metrics show`).
+plots), interpolation.png, metrics.json (for `dvc metrics show`). Every barrier uses the definition
+`evaluation.barrier` (core.barrier), named in the tables, the CSV and the metrics.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 import seaborn as sns
-import torch
 
 from ...core import barrier as barrier_math
-from ...io import atomic_path, write_json, write_text
+from ...io import write_csv, write_json, write_text
+from ...tables import mean_std_table, path_rows, pm
 from ...figures import save_figure  # first: selects the Agg backend
 
 METRICS = ("loss", "error")
@@ -31,55 +32,30 @@ def read_paths(csvs: list[Path]) -> pd.DataFrame:
     return table
 
 
-def per_pair(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (pair, split, metric): barrier, endpoint mean, peak value and where it lies."""
-    rows = []
-    for (pair, split), group in table.groupby(["pair", "split"], sort=True):
-        group = group.sort_values("alpha")
-        alpha = torch.tensor(group["alpha"].to_numpy())
-        for metric in METRICS:
-            values = torch.tensor(group[metric].to_numpy())
-            rows.append(
-                {
-                    "pair": pair,
-                    "split": split,
-                    "metric": metric,
-                    "barrier": barrier_math.barrier(values).item(),
-                    "endpoint_mean": 0.5 * (values[0] + values[-1]).item(),
-                    "peak": values.max().item(),
-                    "peak_alpha": barrier_math.argmax_alpha(values, alpha).item(),
-                    "points": len(values),
-                    "bn_reset": bool(group["bn_reset"].iloc[0]),
-                }
-            )
-    return pd.DataFrame(rows)
+def per_pair(table: pd.DataFrame, kind: str = barrier_math.MAX_MINUS_MEAN) -> pd.DataFrame:
+    """One row per (pair, split, metric): barrier under `kind`, endpoint mean, peak value and where it lies."""
+    return path_rows(table, ["pair", "split"], kind)
 
 
 def summary(pairs: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std over pairs of the barrier and of the endpoint value, per split and metric."""
-    rows = []
-    for split in SPLITS:
-        for metric in METRICS:
-            sel = pairs[(pairs.split == split) & (pairs.metric == metric)]
-            b_mean, b_std = barrier_math.mean_std(torch.tensor(sel["barrier"].to_numpy()))
-            e_mean, e_std = barrier_math.mean_std(torch.tensor(sel["endpoint_mean"].to_numpy()))
-            rows.append({"split": split, "metric": metric, "barrier_mean": b_mean, "barrier_std": b_std,
-                         "endpoint_mean": e_mean, "endpoint_std": e_std, "pairs": len(sel)})
-    return pd.DataFrame(rows)
+    return mean_std_table(pairs, ["split", "metric"], {"barrier": "barrier", "endpoint_mean": "endpoint"},
+                          count="pairs", order={"split": SPLITS, "metric": METRICS})
 
 
-def markdown(pairs: pd.DataFrame, summ: pd.DataFrame, points: int) -> str:
+def markdown(pairs: pd.DataFrame, summ: pd.DataFrame, points: int, kind: str = barrier_math.MAX_MINUS_MEAN) -> str:
     bn = "recomputed on training batches at every alpha" if pairs["bn_reset"].any() else "not applicable (no BatchNorm)"
-    shown = summ.assign(
-        barrier=[f"{m:.4f} ± {s:.4f}" for m, s in zip(summ.barrier_mean, summ.barrier_std)],
-        endpoints=[f"{m:.4f} ± {s:.4f}" for m, s in zip(summ.endpoint_mean, summ.endpoint_std)],
-    )[["split", "metric", "barrier", "endpoints", "pairs"]]
-    detail = pairs[["pair", "split", "metric", "barrier", "endpoint_mean", "peak", "peak_alpha"]]
+    header = barrier_math.column(kind)
+    shown = pd.DataFrame({
+        "split": summ.split, "metric": summ.metric, header: [pm(m, s) for m, s in zip(summ.barrier_mean, summ.barrier_std)],
+        "endpoints": [pm(m, s) for m, s in zip(summ.endpoint_mean, summ.endpoint_std)], "pairs": summ.pairs,
+    })
+    detail = pairs[["pair", "split", "metric", "barrier", "endpoint_mean", "peak", "peak_alpha"]].rename(columns={"barrier": header})
     return "\n".join(
         [
             "# Linear interpolation between independently trained seeds",
             "",
-            f"**Barrier definition.** {barrier_math.definition(points)}. "
+            f"**Barrier definition.** {barrier_math.definition(points, kind)}. "
             "Values are mean ± sample std over pairs of seeds.",
             f"**BatchNorm statistics:** {bn}.",
             "",
@@ -113,7 +89,8 @@ def figure(table: pd.DataFrame, path: Path) -> None:
 
 
 def metrics(summ: pd.DataFrame, pairs: pd.DataFrame, points: int) -> dict:
-    out: dict = {"points": points, "pairs": int(pairs.pair.nunique()), "bn_reset": bool(pairs.bn_reset.any())}
+    out: dict = {"points": points, "pairs": int(pairs.pair.nunique()), "bn_reset": bool(pairs.bn_reset.any()),
+                 "barrier_definition": str(pairs.barrier_definition.iloc[0])}
     for r in summ.itertuples():
         out.setdefault("barrier", {}).setdefault(r.split, {})[r.metric] = {"mean": r.barrier_mean, "std": r.barrier_std}
         out.setdefault("endpoint", {}).setdefault(r.split, {})[r.metric] = {"mean": r.endpoint_mean, "std": r.endpoint_std}
@@ -137,6 +114,10 @@ def section(barriers_md: str, m: dict) -> str:
     train_loss, test_err = b["train"]["loss"], b["test"]["error"]
     high = train_loss["mean"] > 10 * max(ends["train"]["loss"]["mean"], 1e-3) and train_loss["mean"] > 0.1
     verdict = ("a high barrier, as claimed" if high else "no high barrier, unlike the claim")
+    kind = m["barrier_definition"]
+    # entezari measures the height above the straight line between the endpoint values, not above their mean
+    above = "above endpoints at" if kind == barrier_math.MAX_MINUS_MEAN else "above the endpoints' straight line (endpoints at"
+    close = "" if kind == barrier_math.MAX_MINUS_MEAN else ")"
     return "\n".join([
         "## Seeds: linear interpolation between independently trained networks",
         "",
@@ -144,32 +125,31 @@ def section(barriers_md: str, m: dict) -> str:
         "minima are separated by a high loss barrier on the straight line between them (the starting point "
         "that curves, AutoNEB and re-basin methods improve on).",
         "",
-        f"{m['pairs']} pairs of seeds, {m['points']} evenly spaced α in [0, 1] (endpoints included); mean ± std over pairs.",
+        f"{m['pairs']} pairs of seeds, {m['points']} evenly spaced α in [0, 1] (endpoints included); mean ± std over pairs. "
+        f"{barrier_math.definition(m['points'], kind)}.",
         "",
         _summary_table(barriers_md),
         "",
         "![Linear interpolation](seeds/interpolation.png)",
         "",
-        f"- Train-loss barrier {train_loss['mean']:.3f} ± {train_loss['std']:.3f} above endpoints at "
-        f"{ends['train']['loss']['mean']:.4f}: {verdict}.",
-        f"- Test-error barrier {test_err['mean']:.3f} ± {test_err['std']:.3f} above endpoints at "
-        f"{ends['test']['error']['mean']:.3f}: the midpoint of two good networks is a much worse network"
+        f"- Train-loss barrier {train_loss['mean']:.3f} ± {train_loss['std']:.3f} {above} "
+        f"{ends['train']['loss']['mean']:.4f}{close}: {verdict}.",
+        f"- Test-error barrier {test_err['mean']:.3f} ± {test_err['std']:.3f} {above} "
+        f"{ends['test']['error']['mean']:.3f}{close}: the midpoint of two good networks is a much worse network"
         + ("" if test_err["mean"] > 0.05 else " (not here: the barrier is small)") + ".",
         "",
     ])
 
 
-def write(csvs: list[Path], out_dir: Path) -> dict:
+def write(csvs: list[Path], out_dir: Path, kind: str = barrier_math.MAX_MINUS_MEAN) -> dict:
     table = read_paths(csvs)
     points = int(table.groupby(["pair", "split"]).size().iloc[0])
-    pairs = per_pair(table)
+    pairs = per_pair(table, kind)
     summ = summary(pairs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "barriers.csv") as tmp:
-        pairs.to_csv(tmp, index=False)
-    with atomic_path(out_dir / "interpolation.csv") as tmp:
-        table.drop(columns=["examples"]).to_csv(tmp, index=False)
-    barriers_md = markdown(pairs, summ, points)
+    write_csv(out_dir / "barriers.csv", pairs)
+    write_csv(out_dir / "interpolation.csv", table.drop(columns=["examples"]))
+    barriers_md = markdown(pairs, summ, points, kind)
     write_text(out_dir / "barriers.md", barriers_md)
     figure(table, out_dir / "interpolation.png")
     result = metrics(summ, pairs, points)

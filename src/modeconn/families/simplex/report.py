@@ -17,10 +17,9 @@ matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-import torch  # noqa: E402
 
-from ...core.barrier import mean_std  # noqa: E402
-from ...io import atomic_path, write_json, write_text  # noqa: E402
+from ...io import write_csv, write_json, write_text  # noqa: E402
+from ...tables import mean_std_table, pm  # noqa: E402
 from ...figures import save_figure
 
 DEFINITION = (
@@ -40,17 +39,13 @@ def per_size(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def size_summary(sizes: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for (v, split), group in sizes.groupby(["vertices", "split"], sort=True):
-        row = {"vertices": int(v), "split": split, "simplexes": len(group)}
-        for col in ("loss_mean", "loss_min", "loss_max", "accuracy_mean", "accuracy_min"):
-            row[col], row[col + "_std"] = mean_std(torch.tensor(group[col].to_numpy()))
-        rows.append(row)
-    return pd.DataFrame(rows)
+    """Per (vertices, split): column c is the mean over simplexes, c_std the sample std."""
+    cols = ("loss_mean", "loss_min", "loss_max", "accuracy_mean", "accuracy_min")
+    return mean_std_table(sizes, ["vertices", "split"], cols, count="simplexes", mean="{}", std="{}_std")
 
 
 def _pm(frame: pd.DataFrame, col: str) -> list[str]:
-    return [f"{m:.4f} ± {s:.4f}" for m, s in zip(frame[col], frame[col + "_std"])]
+    return [pm(m, s) for m, s in zip(frame[col], frame[col + "_std"])]
 
 
 def sizes_md(summ: pd.DataFrame, samples: int) -> str:
@@ -155,8 +150,7 @@ def write(points_csv: Path, ensemble_csv: Path, out_dir: Path, cfg) -> dict:
     summ = size_summary(sizes)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, frame in (("sizes.csv", sizes), ("points.csv", points), ("ensemble.csv", ens)):
-        with atomic_path(out_dir / name) as tmp:
-            frame.to_csv(tmp, index=False)
+        write_csv(out_dir / name, frame)
     write_text(out_dir / "sizes.md", "# SPRO simplexes per size\n\n" + sizes_md(summ, cfg.eval_samples))
     write_text(out_dir / "ensemble.md", "# ESPRO vs deep ensemble\n\n" + ensemble_md(ens, cfg.ensemble_samples, int(summ.vertices.max())))
     simplex_figure(points, out_dir / "simplex.png")
