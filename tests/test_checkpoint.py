@@ -136,6 +136,27 @@ def test_tampered_tensor_bytes_raise_naming_path(tmp_path, where):
         load(path)
 
 
+@pytest.mark.parametrize("old, new", [(b'\\"step\\": 12', b'\\"step\\": 99'), (b'\\"kind\\": \\"seed\\"', b'\\"kind\\": \\"swa\\"\x20')])
+def test_edited_metadata_is_refused_naming_path(tmp_path, old, new):
+    """Other families rely on kind, step and config in the header: the digest covers them."""
+    path = tmp_path / "meta.safetensors"
+    save(path, _ckpt())
+    blob = path.read_bytes()
+    assert blob.count(old) == 1
+    edited = blob.replace(old, new[: len(old)].ljust(len(old)))  # same length: the header stays parseable
+    path.write_bytes(edited)
+    with pytest.raises(CheckpointError, match=r"meta\.safetensors: tensors or metadata do not match"):
+        load(path)
+
+
+def test_non_finite_metadata_is_not_written(tmp_path):
+    ckpt = _ckpt()
+    ckpt.meta["loss"] = float("nan")
+    with pytest.raises(CheckpointError, match=r"nan\.safetensors: refusing to write non-finite metadata .* at loss"):
+        save(tmp_path / "nan.safetensors", ckpt)
+    assert not (tmp_path / "nan.safetensors").exists()
+
+
 def _fail_after_partial_write(tensors, filename, metadata=None):
     with open(filename, "wb") as f:
         f.write(b"partial")
@@ -196,3 +217,34 @@ def test_digest_depends_on_names_dtypes_shapes_and_values():
     for scalar in (torch.tensor(5), torch.tensor(1.5), torch.tensor(True)):  # 0-dim tensors
         assert checkpoint.digest({"s": scalar}) == checkpoint.digest({"s": scalar.clone()})
         assert checkpoint.digest({"s": scalar}) != checkpoint.digest({"s": scalar.reshape(1)})
+
+
+# ------------------------------------------------------------------------------------ metadata
+
+
+def test_origin_meta_is_the_hand_built_dict_of_before():
+    """Origin.meta builds what the stages wrote by hand: kind, their own fields, the config record and code version."""
+    from modeconn.config import Config
+    from modeconn.jobs import TRAIN_SECTIONS
+    from modeconn.provenance import code_version
+
+    cfg = Config.from_dict({"train": {"lr": 0.05}})
+    seeds = MemberSeeds(init=1, data=2, augment=3)
+    origin = checkpoint.Origin.of(cfg, TRAIN_SECTIONS)
+    meta = origin.meta("fork", trunk=1, pair=0, child=1, spawn_step=7, seeds=seeds, step=10, total_steps=20, steps_per_epoch=5)
+    record = {s: cfg.to_dict()[s] for s in TRAIN_SECTIONS}
+    assert meta == {"kind": "fork", "trunk": 1, "pair": 0, "child": 1, "spawn_step": 7, "seeds": dataclasses.asdict(seeds),
+                    "step": 10, "total_steps": 20, "steps_per_epoch": 5, "config": record, "code": code_version()}
+    assert record["train"]["lr"] == 0.05
+    assert origin.meta("mask", record_config=False, seed=3) == {"kind": "mask", "seed": 3, "code": code_version()}
+
+
+def test_origin_meta_round_trips_through_a_checkpoint(tmp_path):
+    from modeconn.config import Config
+
+    origin = checkpoint.Origin.of(Config.from_dict({}), ("model", "train"))
+    meta = origin.meta("seed", seed=4, seeds=MemberSeeds.same(4), step=0)
+    params, buffers = _state()
+    save(tmp_path / "a.safetensors", Checkpoint(params, buffers, meta))
+    back = read_meta(tmp_path / "a.safetensors")
+    assert back == meta and back["seeds"] == {"init": 4, "data": 4, "augment": 4} and set(back["config"]) == {"model", "train"}

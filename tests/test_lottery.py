@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,6 +15,7 @@ from modeconn import checkpoint
 from modeconn.config import Config, ModelConfig, TrainConfig
 from modeconn.core import pruning
 from modeconn.core.params import member
+from modeconn.data import Dataset
 from modeconn.models import build_model, model_info
 from modeconn.train import MemberSeeds, init_population, member_optimizer_state, train_population
 
@@ -80,6 +82,79 @@ def test_exact_count_with_tied_magnitudes():
     weights = {"w": torch.ones(10, 10)}
     mask = pruning.magnitude_prune(weights, {"w": torch.ones(10, 10)}, 0.37)
     assert pruning.remaining(mask) == 100 - 37
+
+
+def _reference_global_prune(weights, mask, fraction, output, output_fraction):
+    """The pre-`rule` behaviour, written out with a sort: one pool of all non-output layers, the output layer apart."""
+    out = {}
+    for pool, f in (([n for n in mask if n != output], fraction), ([output], output_fraction)):
+        alive = torch.cat([weights[n].abs()[mask[n] > 0] for n in pool])
+        keep = alive.numel() - round(f * alive.numel())
+        threshold = alive.sort(descending=True).values[keep - 1]  # distinct magnitudes: no ties
+        out |= {n: ((weights[n].abs() >= threshold) & (mask[n] > 0)).float() for n in pool}
+    return out
+
+
+def test_global_rule_is_the_default_and_gives_the_original_masks():
+    model, params, _ = network()
+    names, output = prunable(model)
+    mask = pruning.ones_mask(params, names)
+    g = torch.Generator().manual_seed(4)
+    for _ in range(4):
+        weights = {n: torch.randn(p.shape, generator=g) * (1 + i) for i, (n, p) in enumerate(params.items())}  # layers of different scales
+        default = pruning.magnitude_prune(weights, mask, 0.2, output, 0.1)
+        explicit = pruning.magnitude_prune(weights, mask, 0.2, output, 0.1, rule="global")
+        reference = _reference_global_prune(weights, mask, 0.2, output, 0.1)
+        for n in names:
+            assert torch.equal(default[n], explicit[n]) and torch.equal(default[n], reference[n]), n
+        mask = default
+
+
+def lenet():
+    model, params, _ = init_population(lambda: build_model(ModelConfig(name="lenet300_100", norm="none"), (1, 28, 28), 10), [0])
+    return model, member(params, 0)
+
+
+def test_layerwise_rule_prunes_every_layer_at_its_own_rate():
+    """Frankle & Carbin 2019, LeNet-300-100: each hidden layer loses 20% of its survivors per round, the output layer 10%."""
+    model, params = lenet()
+    names, output = prunable(model)
+    mask = pruning.ones_mask(params, names)
+    alive = {n: params[n].numel() for n in names}
+    g = torch.Generator().manual_seed(5)
+    for _ in range(3):
+        # scales as different as the layers' fan-ins make them: a global ranking would not prune them equally
+        weights = {n: torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5 for n, p in params.items()}
+        new = pruning.magnitude_prune(weights, mask, 0.2, output, 0.1, rule="layerwise")
+        for n in names:
+            alive[n] -= round((0.1 if n == output else 0.2) * alive[n])
+            assert int(new[n].sum()) == alive[n], n
+            # by magnitude within the layer
+            kept, dropped = weights[n].abs()[new[n] > 0], weights[n].abs()[(mask[n] > 0) & (new[n] == 0)]
+            assert kept.min() >= dropped.max(), n
+        assert pruning.is_subset(new, mask)
+        mask = new
+    glob = pruning.magnitude_prune(weights, pruning.ones_mask(params, names), 0.2, output, 0.1, rule="global")
+    hidden = [n for n in names if n != output]
+    assert {n: int(glob[n].sum()) for n in hidden} != {n: params[n].numel() - round(0.2 * params[n].numel()) for n in hidden}
+
+
+def test_unknown_pruning_rule_is_refused():
+    model, params, _ = network()
+    names, output = prunable(model)
+    with pytest.raises(ValueError, match="unknown pruning rule 'per_neuron'"):
+        pruning.magnitude_prune(params, pruning.ones_mask(params, names), 0.2, output, 0.1, rule="per_neuron")
+
+
+def test_lenet_preset_prunes_as_frankle_and_carbin_and_the_default_stays_global():
+    from modeconn.config import load_yaml
+
+    root = Path(__file__).resolve().parents[1]
+    lenet_cfg = Config.from_dict(load_yaml(root / "params.yaml", root / "config/mnist.yaml", root / "config/mnist_lenet.yaml"))
+    assert lenet_cfg.model.name == "lenet300_100"
+    assert (lenet_cfg.lottery.rule, lenet_cfg.lottery.fraction, lenet_cfg.lottery.output_fraction) == ("layerwise", 0.2, 0.1)
+    assert Config.from_dict(load_yaml(root / "params.yaml")).lottery.rule == "global"
+    assert Config.from_dict({}).lottery.rule == "global"
 
 
 def test_random_pruning_has_the_same_layerwise_sparsity():
@@ -218,6 +293,81 @@ def test_training_a_dense_mask_changes_nothing():
     assert all(torch.equal(a.params[n], b.params[n]) for n in a.params)
 
 
+# ------------------------------------------------------------------------------------ the reinit baseline
+
+
+def rewound_seed(opt: str, k: int):
+    """Seed 0 trained with OPTIMIZERS[opt]: (model, its step-k checkpoint with optimizer state, its final checkpoint, data)."""
+    cfg = dataclasses.replace(OPTIMIZERS[opt], checkpoint_steps=(f"{k}it",))
+    x, y = synthetic(N, MLP_SHAPE, seed=0)
+    model, params, buffers = init_population(lambda: build_model(MLP, MLP_SHAPE, 4), [0])
+    saved = {}
+
+    def keep(state):
+        params_k = {n: v.detach().clone() for n, v in member(state.params, 0).items()}
+        saved["k"] = checkpoint.Checkpoint(params_k, member(state.buffers, 0), {"step": state.step}, member_optimizer_state(state, 0))
+
+    final = train_population(model, params, buffers, x, y, cfg, [MemberSeeds.same(0)], on_checkpoint=keep)
+    dense = checkpoint.Checkpoint({n: v.detach() for n, v in member(final.params, 0).items()}, member(final.buffers, 0), {})
+    xt, yt = synthetic(16, MLP_SHAPE, seed=1)
+    return model, saved["k"], dense, Dataset("synthetic", x, y, xt, yt, 4)
+
+
+def level_one(opt: str, k: int):
+    """The four members (seed, variant, start, mask, seeds) of level 1 for seed 0 rewound to step k, and what they need."""
+    from modeconn.families.lottery import stage
+
+    model, rewind, dense, data = rewound_seed(opt, k)
+    train = dataclasses.asdict(OPTIMIZERS[opt])
+    cfg = Config.from_dict({"train": {**train, "milestones": list(train["milestones"]), "checkpoint_steps": []}})
+    names, output = prunable(model)
+    members = stage.level_members(cfg, 0, 1, dense, rewind, dense.params, pruning.ones_mask(dense.params, names), model,
+                                  lambda: build_model(MLP, MLP_SHAPE, 4), output)
+    return cfg, model, rewind, data, [(0, *m) for m in members]
+
+
+def test_reinit_baseline_starts_with_a_fresh_optimizer_state():
+    """A freshly initialised network has no optimizer history: no momentum, no Adam moments, step 0."""
+    _, _, rewind, _, members = level_one("adam", 4)
+    assert rewind.optimizer  # the step-k state the rewound members carry (Adam moments and step count)
+    starts = {variant: start for _, variant, start, _, _ in members}
+    assert starts["reinit"].optimizer == {}
+    for variant in ("imp", "random_prune", "fork"):
+        assert set(starts[variant].optimizer) == set(rewind.optimizer)
+        assert all(torch.equal(starts[variant].optimizer[n], rewind.optimizer[n]) for n in rewind.optimizer), variant
+
+
+class _Run:
+    """A child run that records nothing (the epoch logger's target)."""
+
+    def metrics(self, values, step=None):
+        pass
+
+
+@pytest.mark.parametrize("opt", ["adam", "sgd-momentum-wd"])
+def test_level_trains_every_member_as_it_would_train_alone(opt):
+    """Rewound members keep their step-k state, the reinit member trains from a fresh state, each as if alone."""
+    from modeconn.families.lottery import stage
+
+    cfg, model, rewind, data, members = level_one(opt, 4)
+    state = stage.train_members(cfg, data, model, members, 4, [_Run() for _ in members], 1)
+    schedule = dataclasses.replace(cfg.train, checkpoint_steps=())
+
+    def alone(start, mask, seeds, optimizer):
+        return train_population(model, {n: v[None] for n, v in start.params.items()}, {n: v[None] for n, v in start.buffers.items()},
+                                data.x_train, data.y_train, schedule, [seeds], start_step=4, member_optimizer_states=[optimizer],
+                                masks=pruning.stacked_masks([mask]))
+
+    for i, (_, variant, start, mask, seeds) in enumerate(members):
+        ref = alone(start, mask, seeds, start.optimizer)
+        for n, v in ref.params.items():
+            torch.testing.assert_close(state.params[n][i].detach(), v[0].detach(), atol=1e-5, rtol=0, msg=lambda m, n=n: f"{variant} {n}: {m}")
+    # and the fresh state matters: the reinit member under the rewound state would end elsewhere
+    i, (_, _, start, mask, seeds) = next((i, m) for i, m in enumerate(members) if m[1] == "reinit")
+    inherited = alone(start, mask, seeds, rewind.optimizer)
+    assert max((state.params[n][i].detach() - v[0].detach()).abs().max().item() for n, v in inherited.params.items()) > 1e-3
+
+
 # ------------------------------------------------------------------------------------ report
 
 
@@ -249,3 +399,16 @@ def test_report_writes_every_file_and_flags_matching_and_stable(tmp_path):
     assert metrics["matching_levels"] == [1] and metrics["stable_levels"] == [1]
     assert metrics["levels"]["2"]["instability_mean"] == pytest.approx(0.05)
     assert "lottery/accuracy.png" in (out / "section.md").read_text()
+    # the pruning rule is named in the table's file, the section and the metrics
+    assert (metrics["rule"], metrics["fraction"], metrics["output_fraction"]) == ("global", 0.2, 0.1)
+    for name in ("levels.md", "section.md"):
+        assert "Pruning rule `global`: each level removes 20% of the remaining weights in one magnitude ranking" in (out / name).read_text(), name
+
+
+def test_report_names_the_layerwise_rule_and_its_rates():
+    from modeconn.families.lottery import report
+
+    cfg = Config.from_dict({"lottery": {"rule": "layerwise", "fraction": 0.2, "output_fraction": 0.1}})
+    text = report.definitions(cfg, 5)
+    assert "Pruning rule `layerwise`: each level removes 20% of the remaining weights of every layer by magnitude within that layer" in text
+    assert "10% of the output layer's" in text

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import IMAGE_SHAPE, MLP_SHAPE, clone, synthetic
 from modeconn.config import ModelConfig, TrainConfig
-from modeconn.core.params import member, module_state, size
+from modeconn.core.optimizers import make_optimizer
+from modeconn.core.params import member, module_state, select, size
 from modeconn.models import build_model
-from modeconn.schedules import iterations, lr_factor
+from modeconn.schedules import iterations, lr_factor, steps_per_epoch
 from modeconn.train import (
     MemberSeeds,
     crop_flip,
     epoch_order,
     init_population,
     member_optimizer_state,
+    merge_states,
+    optimizer_cohorts,
+    stacked_optimizer_state,
     train_population,
 )
 
@@ -345,3 +350,159 @@ def test_schedule_is_applied_to_the_optimizer():
     # on_checkpoint runs before the step's update: the lr seen is that of the previous step
     assert lrs[2] == pytest.approx(0.2)
     assert lrs[5] == pytest.approx(0.05)
+
+
+def test_steps_per_epoch_counts_full_batches_and_names_the_key_when_none_fits():
+    assert steps_per_epoch(48, 8) == 6
+    assert steps_per_epoch(50, 8) == 6  # the incomplete last batch is dropped
+    assert steps_per_epoch(8, 8) == 1
+    with pytest.raises(ValueError, match="neb.batch_size 9 exceeds the 8 training examples"):
+        steps_per_epoch(8, 9, "neb.batch_size")
+
+
+def test_no_family_counts_steps_per_epoch_or_builds_an_optimizer_by_hand():
+    """One definition each (schedules.steps_per_epoch, core.optimizers.make_optimizer): nothing else divides by a
+    batch size to count an epoch or calls a torch optimizer's constructor."""
+    import re
+
+    root = Path(__file__).resolve().parents[1] / "src" / "modeconn"
+    by_hand = re.compile(r"//\s*[\w.]*batch_size|torch\.optim\.(SGD|Adam|AdamW)\(")
+    found = [f"{path.relative_to(root)}:{i}" for path in sorted(root.rglob("*.py")) if path.name not in ("schedules.py", "optimizers.py")
+             for i, line in enumerate(path.read_text().splitlines(), 1) if by_hand.search(line)]
+    assert found == []
+
+
+# ------------------------------------------------------------------------------------ the optimizer factory
+
+
+@pytest.mark.parametrize(
+    "name,kwargs,torch_class,expected",
+    [
+        ("sgd", {"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}, torch.optim.SGD, {"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}),
+        ("sgd", {}, torch.optim.SGD, {"momentum": 0.0, "nesterov": False, "weight_decay": 0.0}),
+        ("adam", {"weight_decay": 1e-3}, torch.optim.Adam, {"weight_decay": 1e-3}),
+        # AdamW's own default weight decay is 0.01: leaving it out must mean 0
+        ("adamw", {}, torch.optim.AdamW, {"weight_decay": 0.0}),
+    ],
+)
+def test_make_optimizer_builds_the_named_optimizer_with_exactly_the_given_hyperparameters(name, kwargs, torch_class, expected):
+    t = torch.zeros(3, requires_grad=True)
+    opt = make_optimizer(name, [t], 0.05, **kwargs)
+    assert type(opt) is torch_class
+    group = opt.param_groups[0]
+    assert group["lr"] == 0.05 and group["params"][0] is t
+    assert {k: group[k] for k in expected} == expected
+
+
+def test_make_optimizer_refuses_an_unknown_name():
+    with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'"):
+        make_optimizer("lbfgs", [torch.zeros(1, requires_grad=True)], 0.1)
+
+
+# ------------------------------------------------------------------------------------ cohorts of optimizer histories
+
+
+def _states_at(k: int, seeds, opt: str = "adam") -> tuple[dict, list[dict]]:
+    """Stacked params and per-member optimizer states of `seeds` trained to step k."""
+    cfg = dataclasses.replace(OPTIMIZERS[opt], checkpoint_steps=(f"{k}it",))
+    saved = {}
+
+    def keep(state):
+        saved["params"] = {n: v.detach().clone() for n, v in state.params.items()}
+        saved["opt"] = [member_optimizer_state(state, i) for i in range(len(seeds))]
+
+    train(MLP, cfg, seeds, on_checkpoint=keep, stop_step=k)
+    return saved["params"], saved["opt"]
+
+
+def test_optimizer_cohorts_group_members_by_their_optimizer_history():
+    _, at3 = _states_at(3, SEEDS[:2])
+    _, at5 = _states_at(5, SEEDS[:1])
+    assert optimizer_cohorts([{}, {}, {}]) == [[0, 1, 2]]  # all fresh (e.g. rewinding to step 0): one population
+    assert optimizer_cohorts([at3[0], {}, at3[1], at5[0], {}]) == [[0, 2], [1, 4], [3]]
+
+
+def test_stacked_optimizer_state_refuses_members_with_different_histories():
+    """Adam's step count is one number per stacked tensor: members at steps 3 and 5 cannot share it."""
+    params, at3 = _states_at(3, SEEDS[:1])
+    _, at5 = _states_at(5, SEEDS[:1])
+    leaves = [v.requires_grad_(True) for v in params.values()]
+    opt = make_optimizer("adam", leaves, 0.01)
+    for members in ([at3[0], at5[0]], [at3[0], {}], [{}, at3[0]]):
+        with pytest.raises(ValueError, match="differ in their entries or step counts"):
+            stacked_optimizer_state(opt, list(params), members)
+    stacked_optimizer_state(opt, list(params), [at3[0], at3[0]])  # the same history is fine
+
+
+def test_cohorts_trained_apart_and_merged_equal_the_population_trained_together():
+    cfg = OPTIMIZERS["sgd-nesterov-wd"]  # SGD with BatchNorm (buffers gathered too): Adam amplifies BN's rounding noise, see above
+    x, y = synthetic(N, MLP_SHAPE, seed=0)
+    model, params, buffers = init_population(builder(MLP_BN), [s.init for s in SEEDS])
+    together = train_population(model, params, buffers, x, y, cfg, SEEDS)
+    cohorts = [[2, 0], [1]]
+    states = [train_population(model, select(params, c), select(buffers, c), x, y, cfg, [SEEDS[i] for i in c]) for c in cohorts]
+    merged = merge_states(states, cohorts)
+    assert merged.optimizer is None and merged.progress() == together.progress()
+    for part, ref in ((merged.params, together.params), (merged.buffers, together.buffers)):
+        for n, v in ref.items():
+            torch.testing.assert_close(part[n], v.detach(), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="no optimizer state"):
+        member_optimizer_state(merged, 0)
+    assert merge_states([together], [[0, 1, 2]]) is together  # one cohort in member order: the state itself
+
+
+def test_merge_states_refuses_cohorts_that_are_not_a_partition_or_not_in_step():
+    cfg = dataclasses.replace(BASE, duration="3it")
+    a = train(MLP, cfg, SEEDS[:1])
+    b = train(MLP, cfg, SEEDS[1:2])
+    with pytest.raises(ValueError, match="not a partition"):
+        merge_states([a, b], [[0], [0]])
+    c = train(MLP, dataclasses.replace(BASE, duration="4it"), SEEDS[1:2])
+    with pytest.raises(ValueError, match="different points of training"):
+        merge_states([a, c], [[0], [1]])
+
+
+# ------------------------------------------------------------------------------------ divergence and progress
+
+
+def test_divergence_stops_training_naming_step_members_and_key():
+    """lr 1e30 makes the weights non-finite within an epoch: DivergenceError, and no checkpoint
+    callback after the divergence (the checkpoint at step 0 is still the finite initialisation)."""
+    from modeconn.train import DivergenceError
+
+    cfg = dataclasses.replace(OPTIMIZERS["sgd-nesterov-wd"], lr=1e30, checkpoint_steps=("0it", "1ep", "2ep"))
+    saved = []
+    with pytest.raises(DivergenceError, match=r"diverged at step 6: non-finite loss or weights in population member\(s\) \[0, 1\] "
+                                              r"\(init seeds \[0, 1\]\); lower train.lr"):
+        train(MLP, cfg, SEEDS[:2], on_checkpoint=lambda s: saved.append(s.step))
+    assert saved == [0]
+    train(MLP, dataclasses.replace(cfg, lr=0.05), SEEDS[:2])  # the same run at a sane lr trains
+
+
+def test_only_the_diverged_member_is_named():
+    from modeconn.train import check_finite, DivergenceError
+
+    x, y = synthetic(N, MLP_SHAPE, seed=0)
+    _, params, _ = init_population(builder(MLP), [0, 1, 2])
+    check_finite(params, torch.zeros(3), SEEDS, 5, "swa.lr")  # finite: no error
+    params = {k: v.clone() for k, v in params.items()}
+    next(iter(params.values()))[2].view(-1)[0] = float("nan")
+    with pytest.raises(DivergenceError, match=r"member\(s\) \[2\] \(init seeds \[2\]\); lower swa.lr"):
+        check_finite(params, torch.zeros(3), SEEDS, 5, "swa.lr")
+    finite = {k: v[:2] for k, v in params.items()}  # members 0 and 1 are finite; a loss can still be infinite
+    with pytest.raises(DivergenceError, match=r"member\(s\) \[0\] \(init seeds \[0\]\); lower train.lr"):
+        check_finite(finite, torch.tensor([float("inf"), 0.0]), SEEDS, 5, "train.lr")
+
+
+@pytest.mark.parametrize("every_s, epochs", [(0.0, [1, 2, 3]), (3600.0, [1, 3])])
+def test_progress_lines_in_a_log(capsys, monkeypatch, every_s, epochs):
+    """Not on a terminal (a job's log): a line after an epoch when `every_s` has passed, always after
+    the first and the last, with step, loss, error, throughput and ETA."""
+    import modeconn.train as train_module
+
+    monkeypatch.setattr(train_module, "PROGRESS_EVERY_S", every_s)
+    train(MLP, dataclasses.replace(OPTIMIZERS["adam"], duration="3ep"), SEEDS[:2])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch ")]
+    assert [int(line.split()[1].split("/")[0]) for line in lines] == epochs
+    assert lines[0].startswith("epoch 1/3  step 6/18  train loss ") and " it/s  ETA " in lines[0]
+    assert lines[-1].startswith("epoch 3/3  step 18/18") and lines[-1].endswith("ETA 0m00s")

@@ -9,6 +9,7 @@ raises `CheckpointError` naming the path.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -19,12 +20,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .core.params import TensorDict
-from .io import atomic_path
+from .io import atomic_path, non_finite
+from .provenance import code_version
 
-FORMAT = "modeconn.checkpoint/1"
+# 2: the SHA-256 covers the metadata as well as the tensors
+FORMAT = "modeconn.checkpoint/2"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ValueError):
     """A checkpoint file that is missing, damaged or not a modeconn checkpoint."""
 
 
@@ -36,13 +39,42 @@ class Checkpoint:
     optimizer: TensorDict = field(default_factory=dict)
 
 
-def digest(tensors: TensorDict) -> str:
-    """SHA-256 over names, dtypes, shapes and bytes of all tensors, in name order."""
+@dataclass(frozen=True)
+class Origin:
+    """What made the checkpoints of one job, recorded in the metadata of each: the config sections
+    that made them (as in params.yaml) and the code version (`provenance.code_version`), computed
+    once per job. Each stage adds only what is its own (seed, step, level, ...) through `meta`."""
+
+    config: dict
+    code: dict
+
+    @classmethod
+    def of(cls, cfg, sections: tuple[str, ...] | list[str]) -> "Origin":
+        """The `sections` of `cfg` (a config.Config) and the running code."""
+        full = cfg.to_dict()
+        return cls({s: full[s] for s in sections}, code_version())
+
+    def meta(self, kind: str, record_config: bool = True, **fields) -> dict:
+        """{"kind": kind, **fields, "config": ..., "code": ...}; dataclass values (seed triples,
+        config sections) are recorded as dicts. `record_config` False leaves out the config
+        (files that are not networks, e.g. a pruning mask)."""
+        meta = {"kind": kind, **{k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in fields.items()}}
+        if record_config:
+            meta["config"] = self.config
+        return meta | {"code": self.code}
+
+
+def digest(tensors: TensorDict, meta: dict | None = None) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of all tensors, in name order, then over the
+    metadata (sorted-key JSON): other families rely on `kind`, `step` and the config recorded there,
+    so an edited header is as much a damaged file as a flipped tensor byte."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    if meta is not None:
+        h.update(json.dumps(meta, sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -51,7 +83,11 @@ def save(path: str | Path, ckpt: Checkpoint) -> None:
     tensors |= {f"buffers/{k}": v for k, v in ckpt.buffers.items()}
     tensors |= {f"optimizer/{k}": v for k, v in ckpt.optimizer.items()}
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    header = {"format": FORMAT, "sha256": digest(tensors), "meta": ckpt.meta}
+    bad = non_finite(ckpt.meta)
+    if bad:
+        raise CheckpointError(f"{path}: refusing to write non-finite metadata (NaN or infinity) at {', '.join(bad[:5])}")
+    meta = json.loads(json.dumps(ckpt.meta, sort_keys=True))  # the metadata as it will read back
+    header = {"format": FORMAT, "sha256": digest(tensors, meta), "meta": meta}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"modeconn": json.dumps(header, sort_keys=True)})
 
@@ -71,7 +107,10 @@ def _header(path: Path) -> dict:
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
     if raw is None:
         raise CheckpointError(f"{path}: safetensors file without modeconn metadata (not a modeconn checkpoint)")
-    header = json.loads(raw)
+    try:
+        header = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: damaged checkpoint metadata ({err})") from None
     if header.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unknown checkpoint format {header.get('format')!r}, expected {FORMAT}")
     return header
@@ -84,8 +123,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: damaged checkpoint ({err})") from err
-    if digest(tensors) != header["sha256"]:
-        raise CheckpointError(f"{path}: tensor contents do not match the recorded SHA-256 (file modified or damaged)")
+    if digest(tensors, header.get("meta")) != header.get("sha256"):
+        raise CheckpointError(f"{path}: tensors or metadata do not match the recorded SHA-256 (file modified or damaged)")
     parts: dict[str, TensorDict] = {"params": {}, "buffers": {}, "optimizer": {}}
     for key, value in tensors.items():
         kind, name = key.split("/", 1)

@@ -27,6 +27,17 @@ from typing import Callable
 _DURATION = re.compile(r"^([0-9]+)(ep|it)$")
 
 
+def steps_per_epoch(examples: int, batch_size: int, key: str = "batch_size") -> int:
+    """Minibatches in one epoch: ⌊examples / batch_size⌋ (the incomplete last batch is dropped).
+
+    The one definition for every loop that counts epochs (training, curves, NEB, simplexes).
+    ValueError, naming the config `key` (e.g. "train.batch_size"), when not one full batch fits.
+    """
+    if batch_size < 1 or examples < batch_size:
+        raise ValueError(f"{key} {batch_size} exceeds the {examples} training examples (not one full batch per epoch)")
+    return examples // batch_size
+
+
 def iterations(duration: str, steps_per_epoch: int) -> int:
     """'60ep' → 60 · steps_per_epoch; '2000it' → 2000."""
     match = _DURATION.match(duration)

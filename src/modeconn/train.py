@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,9 +26,15 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from .config import TrainConfig
-from .core.params import TensorDict, module_state, size, stack
+from .core.optimizers import make_optimizer
+from .core.params import DivergenceError, TensorDict, module_state, size, stack
 from .core.population import forward
-from .schedules import iterations, lr_factor
+from .schedules import iterations, lr_factor, steps_per_epoch
+
+
+# A job's log gets a progress line at the end of an epoch when this many seconds have passed since
+# the last one (and always after the first and the last epoch), when stderr is not a terminal.
+PROGRESS_EVERY_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -65,16 +72,6 @@ def init_population(build: Callable[[], nn.Module], init_seeds: list[int]) -> tu
     return model, stack([p for p, _ in states]), stack([b for _, b in states])
 
 
-def make_optimizer(cfg: TrainConfig, tensors: list[Tensor]) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(tensors, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(tensors, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(tensors, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise ValueError(f"train.optimizer: unknown optimizer {cfg.optimizer!r}")
-
-
 def epoch_order(n: int, data_seed: int, epoch: int) -> Tensor:
     """The permutation of the n training examples that seed `data_seed` uses in `epoch`."""
     return torch.randperm(n, generator=generator("data", data_seed, epoch))
@@ -99,11 +96,15 @@ AUGMENTATIONS: dict[str, Callable[[Tensor, int, int], Tensor] | None] = {"none":
 
 @dataclass
 class TrainState:
-    """Where a population is: stacked params (optimised leaves), buffers, optimizer, step."""
+    """Where a population is: stacked params (optimised leaves), buffers, optimizer, step.
+
+    `optimizer` is None for a population merged from separately trained cohorts (`merge_states`):
+    no one optimizer holds all their states.
+    """
 
     params: TensorDict
     buffers: TensorDict
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | None
     step: int
     steps_per_epoch: int
     total_steps: int
@@ -119,6 +120,8 @@ def member_optimizer_state(state: TrainState, i: int) -> TensorDict:
     The optimizer's parameters are the stacked tensors in `state.params` order (see
     `train_population`), so index j of its state_dict is the j-th name.
     """
+    if state.optimizer is None:
+        raise ValueError("a population merged from separately trained cohorts has no optimizer state to save")
     k = size(state.params)
     per_param = state.optimizer.state_dict()["state"]
     out = {}
@@ -129,8 +132,58 @@ def member_optimizer_state(state: TrainState, i: int) -> TensorDict:
     return out
 
 
+def optimizer_signature(state: TensorDict) -> tuple:
+    """What members stepped by one optimizer must share: the keys of their (flat, per-member)
+    optimizer state and its scalar entries, e.g. Adam's step count t (its bias correction
+    1 − β^t is one number per stacked tensor, not one per member)."""
+    return tuple(sorted((key, value.item() if value.ndim == 0 else None) for key, value in state.items()))
+
+
+def optimizer_cohorts(states: list[TensorDict]) -> list[list[int]]:
+    """Indices of the members that can train as one population, grouped by `optimizer_signature`
+    in order of first appearance (one cohort when every member has the same history, e.g. all
+    rewound to one step, or all fresh)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, state in enumerate(states):
+        groups.setdefault(optimizer_signature(state), []).append(i)
+    return list(groups.values())
+
+
+def merge_states(states: list[TrainState], cohorts: list[list[int]]) -> TrainState:
+    """One population from cohorts trained apart: member cohorts[c][j] is member j of states[c].
+
+    The cohorts must stand at the same point of one schedule. One cohort in member order is
+    returned as it is; otherwise the params (detached) and buffers are gathered into member order
+    and the result has no optimizer.
+    """
+    if len(states) != len(cohorts) or any(size(s.params) != len(c) for s, c in zip(states, cohorts)):
+        raise ValueError("one trained state per cohort, of the cohort's size")
+    order = [i for c in cohorts for i in c]
+    if sorted(order) != list(range(len(order))):
+        raise ValueError(f"cohorts {cohorts} are not a partition of the members 0..{len(order) - 1}")
+    if len({tuple(s.progress().items()) for s in states}) != 1:
+        raise ValueError(f"cohorts at different points of training: {[s.progress() for s in states]}")
+    if len(states) == 1 and order == list(range(len(order))):
+        return states[0]
+    where = torch.argsort(torch.tensor(order))  # member i sits at concatenated position where[i]
+
+    def gather(parts: list[TensorDict]) -> TensorDict:
+        return {n: torch.cat([p[n].detach() for p in parts])[where.to(parts[0][n].device)] for n in parts[0]}
+
+    first = states[0]
+    return TrainState(gather([s.params for s in states]), gather([s.buffers for s in states]), None, first.step, first.steps_per_epoch, first.total_steps)
+
+
 def stacked_optimizer_state(optimizer: torch.optim.Optimizer, names: list[str], members: list[TensorDict]) -> dict:
-    """A state_dict for `optimizer` (over stacked tensors named `names`) from per-member states."""
+    """A state_dict for `optimizer` (over stacked tensors named `names`) from per-member states.
+
+    ValueError unless every member has the same `optimizer_signature`: a scalar entry (Adam's
+    step count) is shared by the whole population, so members with different histories must
+    train as separate populations (`optimizer_cohorts`).
+    """
+    if len({optimizer_signature(m) for m in members}) > 1:
+        raise ValueError("the members' optimizer states differ in their entries or step counts; train each cohort "
+                         "(train.optimizer_cohorts) as its own population")
     sd = optimizer.state_dict()
     state = {}
     for idx, name in enumerate(names):
@@ -159,6 +212,7 @@ def train_population(
     on_epoch: Callable[[int, dict[str, Tensor], TrainState], None] | None = None,
     stop_step: int | None = None,
     masks: TensorDict | None = None,
+    lr_key: str = "train.lr",
 ) -> TrainState:
     """Train the stacked population from `start_step` to the end of `cfg.duration`.
 
@@ -173,13 +227,17 @@ def train_population(
     every update (so momentum and Adam moments of a pruned weight stay zero; the incoming
     optimizer state is masked too) and the weights are zeroed again after every update, so they
     stay exactly zero whatever the optimizer does.
+
+    Divergence: at the end of every epoch, and before every checkpoint, the members' losses and
+    weights are checked; a non-finite one raises DivergenceError naming the step, the members and
+    `lr_key`, the learning-rate key to lower (so no non-finite checkpoint is ever written). When
+    stderr is not a terminal (a workflow job's log), a progress line per epoch is written at most
+    every PROGRESS_EVERY_S seconds: epoch, step, mean loss and error, throughput and ETA.
     """
     k, n = size(params), x_train.shape[0]
     if len(seeds) != k:
         raise ValueError(f"{len(seeds)} seed triples for a population of {k}")
-    spe = n // cfg.batch_size
-    if spe == 0:
-        raise ValueError(f"train.batch_size {cfg.batch_size} exceeds the {n} training examples")
+    spe = steps_per_epoch(n, cfg.batch_size, "train.batch_size")
     total = iterations(cfg.duration, spe)
     end = total if stop_step is None else min(stop_step, total)
     checkpoints = {iterations(s, spe) for s in cfg.checkpoint_steps}
@@ -189,7 +247,7 @@ def train_population(
     masks = _check_masks(masks, params)
     leaves = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
     _zero_masked(leaves, masks)
-    optimizer = make_optimizer(cfg, list(leaves.values()))
+    optimizer = make_optimizer(cfg.optimizer, list(leaves.values()), cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay)
     if member_optimizer_states is not None:
         optimizer.load_state_dict(stacked_optimizer_state(optimizer, list(leaves), member_optimizer_states))
         _mask_optimizer_state(optimizer, list(leaves), masks)
@@ -200,9 +258,11 @@ def train_population(
     orders: dict[int, Tensor] = {}
     model.train()
     steps = tqdm(range(start_step, end), desc="train", unit="it", disable=not sys.stderr.isatty(), leave=False)
+    progress = ProgressLog(start_step, end, spe, enabled=not sys.stderr.isatty())
     for step in steps:
         state.step = step
         if step in checkpoints and on_checkpoint is not None:
+            check_finite(leaves, None, seeds, step, lr_key)
             on_checkpoint(state)
         epoch, j = divmod(step, spe)
         if epoch not in orders:
@@ -226,14 +286,66 @@ def train_population(
             sums[1] += (logits.argmax(-1) != yb).double().mean(1)
         if (step + 1) % spe == 0:
             state.step = step + 1
+            check_finite(leaves, sums[0] / spe, seeds, step + 1, lr_key)
+            progress.epoch_done(step + 1, sums[0] / spe, sums[1] / spe)
             if on_epoch is not None:
                 on_epoch(epoch + 1, {"train_loss": sums[0] / spe, "train_error": sums[1] / spe}, state)
             sums.zero_()
     state.step = end
+    check_finite(leaves, None, seeds, end, lr_key)
     if end in checkpoints and on_checkpoint is not None:
         on_checkpoint(state)
     model.eval()
     return state
+
+
+@torch.no_grad()
+def finite_members(params: TensorDict, losses: Tensor | None = None) -> Tensor:
+    """[K] bool: members whose every weight (and loss, if given) is finite."""
+    ok = torch.ones(size(params), dtype=torch.bool, device=next(iter(params.values())).device)
+    for p in params.values():
+        ok &= torch.isfinite(p).flatten(1).all(1)
+    if losses is not None:
+        ok &= torch.isfinite(losses).to(ok.device)
+    return ok
+
+
+def check_finite(params: TensorDict, losses: Tensor | None, seeds: list[MemberSeeds], step: int, lr_key: str) -> None:
+    """Raise DivergenceError if any member has a non-finite weight or loss at `step`."""
+    ok = finite_members(params, losses)
+    if bool(ok.all()):
+        return
+    bad = [i for i, good in enumerate(ok.tolist()) if not good]
+    raise DivergenceError(
+        f"training diverged at step {step}: non-finite loss or weights in population member(s) {bad} "
+        f"(init seeds {[seeds[i].init for i in bad]}); lower {lr_key} (or add warm-up: train.warmup) and rerun")
+
+
+class ProgressLog:
+    """Progress lines for a log file (tqdm covers terminals): epoch, step, loss, error, it/s, ETA."""
+
+    def __init__(self, start: int, end: int, steps_per_epoch: int, enabled: bool, every_s: float | None = None):
+        self.start, self.end, self.spe, self.enabled = start, end, steps_per_epoch, enabled
+        self.every_s = PROGRESS_EVERY_S if every_s is None else every_s
+        self.t0 = self.last = time.monotonic()
+        self.first = True
+
+    def epoch_done(self, step: int, loss: Tensor, error: Tensor) -> None:
+        now = time.monotonic()
+        if not self.enabled or not (self.first or step >= self.end or now - self.last >= self.every_s):
+            return
+        rate = (step - self.start) / max(now - self.t0, 1e-9)
+        eta = (self.end - step) / max(rate, 1e-9)
+        epochs = -(-self.end // self.spe)
+        print(f"epoch {step // self.spe}/{epochs}  step {step}/{self.end}  train loss {loss.mean().item():.4f}"
+              f"  error {error.mean().item():.4f}  {rate:.1f} it/s  ETA {_duration(eta)}", file=sys.stderr, flush=True)
+        self.first, self.last = False, now
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
 def _check_masks(masks: TensorDict | None, params: TensorDict) -> TensorDict:

@@ -28,7 +28,8 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .params import TensorDict
+from .optimizers import make_optimizer
+from .params import TensorDict, require_finite
 from .permutation import Permutation, PermutationSpec, apply, identity, permute_tensor, sizes
 from .population import mode, module_outputs
 
@@ -191,7 +192,7 @@ def ste_matching(
     each step's π; the π with the lowest one is returned."""
     params_a, buffers_a = state_a
     proxy = {k: v.detach().clone().requires_grad_(True) for k, v in params_a.items()}
-    optimizer = torch.optim.Adam(proxy.values(), lr=lr)
+    optimizer = make_optimizer("adam", list(proxy.values()), lr)
     perms, best, result = None, math.inf, MatchResult({})
     for step in range(steps + 1):
         detached = {k: v.detach() for k, v in proxy.items()}
@@ -199,6 +200,7 @@ def ste_matching(
         pb = apply(spec, perms, params_b)
         with torch.no_grad():
             loss = _midpoint_loss(model, {k: 0.5 * (params_a[k] + pb[k]) for k in pb}, buffers_a, x_eval, y_eval).item()
+        require_finite("straight-through estimator", step, "rebasin.ste_lr", torch.tensor(loss), *detached.values())
         result.history.append(loss)
         if loss < best:
             best, result.perms = loss, {p: v.clone() for p, v in perms.items()}

@@ -32,7 +32,8 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, grad_and_value, vmap
 
-from .params import TensorDict
+from .optimizers import make_optimizer
+from .params import TensorDict, require_finite
 from .paths import path_coefficients
 
 # ----------------------------------------------------------------------------- flat vectors
@@ -213,14 +214,6 @@ GradFn = Callable[[Tensor, int], tuple[Tensor, Tensor]]  # (x [M, D], step) → 
 DenseFn = Callable[[Tensor], Tensor]  # points [N, D] → energy [N]
 
 
-def make_optimizer(name: str, tensors: list[Tensor], lr: float, momentum: float) -> torch.optim.Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(tensors, lr=lr, momentum=momentum)
-    if name == "adam":
-        return torch.optim.Adam(tensors, lr=lr)
-    raise ValueError(f"neb.optimizer: unknown optimizer {name!r}")
-
-
 def optimise(x: Tensor, grad_fn: GradFn, steps: int, lr: float, spring: float | None, optimizer: str = "sgd",
              momentum: float = 0.0, first_step: int = 0, on_step: Callable[[int, Tensor], None] | None = None) -> Tensor:
     """`steps` NEB steps on the interior pivots of x [M, D]; returns the new pivots (endpoints unchanged).
@@ -232,10 +225,11 @@ def optimise(x: Tensor, grad_fn: GradFn, steps: int, lr: float, spring: float | 
     if x.shape[0] < 3:
         return x
     inner = x[1:-1].clone().requires_grad_(True)
-    opt = make_optimizer(optimizer, [inner], lr, momentum)
+    opt = make_optimizer(optimizer, [inner], lr, momentum=momentum)
     for step in range(first_step, first_step + steps):
         full = torch.cat([x[:1], inner.detach(), x[-1:]])
         energy, grad = grad_fn(full, step)
+        require_finite("AutoNEB", step, "the lr of neb.cycles", energy, grad)
         inner.grad = -neb_force(full, energy.detach(), grad.detach(), spring)
         opt.step()
         if spring is None:

@@ -9,10 +9,20 @@ Iterative magnitude pruning (IMP), one level:
     n_prune(pool) = round(f · Σ_{w ∈ pool} m_w)        (f = fraction of the *remaining* weights)
     keep the Σ m − n_prune surviving weights of largest |w| in the pool
 
-The pool is every prunable layer except the output layer, pruned *globally* (one ranking over all
-layers, open_lth's sparse_global); the output layer is its own pool with its own fraction (the
-LeNet convention of Frankle & Carbin 2019 prunes it at half the rate; 0 keeps it dense).
-Selecting with topk gives exactly the requested count even with ties.
+The *rule* says which weights share a pool (one ranking, one count):
+
+    global     every prunable layer except the output layer is one pool (one ranking over all of
+               them, as open_lth's sparse_global does over its prunable weights); the output layer
+               is its own pool with its own fraction (0 keeps it dense, as open_lth's
+               pruning_layers_to_ignore does).
+    layerwise  every prunable layer is its own pool: each hidden layer loses round(f · its
+               survivors), the output layer round(f_out · its survivors): Frankle & Carbin 2019
+               prune LeNet-300-100 this way, each hidden fully-connected layer at p = 20% per
+               round by magnitude within the layer, the output layer at half that rate (10%).
+
+Both keep the output layer apart. Neither is open_lth's rule to the weight (it takes the ceiling of
+the count and leaves an ignored output layer dense); `global` with output fraction 0 is the nearest.
+Selecting with topk gives exactly the requested count per pool even with ties.
 
 Baselines: `random_like` draws, per layer, a uniformly random mask with the same number of
 survivors (random pruning at the same layer-wise sparsity); random reinitialisation keeps the IMP
@@ -75,14 +85,31 @@ def _prune_pool(weights: TensorDict, mask: TensorDict, names: list[str], fractio
     return out
 
 
-def magnitude_prune(weights: TensorDict, mask: TensorDict, fraction: float, output: str | None = None, output_fraction: float = 0.0) -> TensorDict:
+# The pruning rules (see the module docstring); "global" is the workflow's default.
+RULES = ("global", "layerwise")
+
+
+def pools(names: list[str], output: str | None, rule: str) -> list[list[str]]:
+    """The pools of the non-output layers `names` under `rule` (the output layer is always its own)."""
+    hidden = [n for n in names if n != output]
+    if rule == "global":
+        return [hidden] if hidden else []
+    if rule == "layerwise":
+        return [[n] for n in hidden]
+    raise ValueError(f"unknown pruning rule {rule!r}; known: {', '.join(RULES)}")
+
+
+def magnitude_prune(weights: TensorDict, mask: TensorDict, fraction: float, output: str | None = None, output_fraction: float = 0.0,
+                    rule: str = "global") -> TensorDict:
     """One IMP level: the next mask from the trained `weights` and the current `mask` (one network).
 
     `output` names the output layer's weight (a key of `mask`): it is pruned on its own at
-    `output_fraction`; every other masked layer is pruned globally at `fraction`.
+    `output_fraction`; every other masked layer is pruned at `fraction`, in one global pool
+    (rule "global") or each layer within itself (rule "layerwise", Frankle & Carbin 2019).
     """
-    hidden = [n for n in mask if n != output]
-    new = _prune_pool(weights, mask, hidden, fraction)
+    new = {}
+    for pool in pools(list(mask), output, rule):
+        new |= _prune_pool(weights, mask, pool, fraction)
     if output is not None and output in mask:
         new |= _prune_pool(weights, mask, [output], output_fraction)
     return {n: new[n] for n in mask}

@@ -10,14 +10,16 @@ class LotteryConfig:
     """Iterative magnitude pruning with rewinding (Frankle & Carbin 2019; Frankle et al. 2020).
 
     The first `seeds` seeds of the seeds family are the dense networks. Level l prunes `fraction`
-    of the remaining prunable weights (globally by magnitude; the output layer separately at
-    `output_fraction`) of the level l−1 ticket, rewinds the survivors to step `rewind_step` of the
+    of the remaining prunable weights by magnitude (`rule` "global": one ranking over every
+    non-output layer; "layerwise": each layer within itself, Frankle & Carbin 2019; the output
+    layer always separately at `output_fraction`) of the level l−1 ticket, rewinds the survivors to step `rewind_step` of the
     seed's training and retrains to the end of the seeds' schedule, beside the random-pruning and
     random-reinitialisation baselines and two fork children that measure the ticket's stability.
     """
 
     seeds: int = 2
     levels: int = 3
+    rule: str = "global"
     fraction: float = 0.2
     output_fraction: float = 0.1
     rewind_step: str = "0it"

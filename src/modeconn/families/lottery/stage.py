@@ -6,7 +6,8 @@ level l   for every lottery seed s: prune the level l−1 ticket (level 1: the t
           to the end of the seeds' schedule with the mask held fixed. Beside the IMP ticket, in the
           same population:
             random_prune  the rewound weights under a random mask of the same layer-wise sparsity
-            reinit        a fresh random initialisation under the IMP mask
+            reinit        a fresh random initialisation under the IMP mask, with a fresh (empty)
+                          optimizer state, as a freshly initialised network has
             fork          a second copy of the IMP ticket trained with another data-order and
                           augmentation seed; the error barrier between it and the IMP ticket is the
                           ticket's instability (Frankle et al. 2020, Sec. 5: two copies of the
@@ -17,13 +18,18 @@ level l   for every lottery seed s: prune the level l−1 ticket (level 1: the t
             (every member and the dense seed, train and test) and stability.csv (the paths between
             the IMP ticket and its fork).
 
-Every member starts at step k with the seed's step-k optimizer state, masked (train.py), so the
-variants differ only in their weights and masks (and the fork in its SGD noise).
+The IMP ticket, random_prune and the fork start at step k with the seed's step-k optimizer state,
+masked (train.py), so they differ only in their weights and masks (and the fork in its SGD noise).
+The reinit baseline owes nothing to the dense network's training: its optimizer state is fresh (no
+momentum, Adam step 0), and it trains from step k to the end of the same schedule as the ticket
+(open_lth's randomly_reinitialize branch does the same: a fresh optimizer, started at the rewind
+step). At k = 0 every member's state is empty and all train as one population; at a later k the
+reinit members' fresh state cannot share an optimizer with the rewound members' (one Adam step
+count per stacked tensor), so the members train as two populations (train.optimizer_cohorts).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -34,13 +40,12 @@ from ...config import Config
 from ...core import pruning
 from ...core.instability import fork_seed
 from ...core.params import member, stack
-from ...io import atomic_path
+from ...io import write_csv
 from ...models import model_info
-from ...provenance import code_version
-from ...schedules import iterations
-from ...train import MemberSeeds, TrainState, generator, init_population
+from ...schedules import iterations, steps_per_epoch
+from ...train import MemberSeeds, TrainState, generator, init_population, merge_states, optimizer_cohorts
 from ...jobs import TRAIN_SECTIONS, Job, checkpoint_name, data_on, evaluate_population, params_of, skeleton
-from ..instability.stage import epoch_logger, load_spawn, log_barriers, pair_table, steps_per_epoch, train_children
+from ..instability.stage import epoch_logger, load_spawn, log_barriers, pair_table, train_children
 
 SECTIONS = ("data", "model", "train", "evaluation", "lottery")
 VARIANTS = ("imp", "random_prune", "reinit", "fork")
@@ -78,7 +83,7 @@ def previous(cfg: Config, seed: int, level: int, dense: checkpoint.Checkpoint, p
 def level_members(cfg: Config, seed: int, level: int, dense, rewind, source, prev_mask, model, build, output: str):
     """The four members of one seed at one level: (variant, start checkpoint, mask, MemberSeeds)."""
     lot = cfg.lottery
-    mask = pruning.magnitude_prune(source, prev_mask, lot.fraction, output, lot.output_fraction)
+    mask = pruning.magnitude_prune(source, prev_mask, lot.fraction, output, lot.output_fraction, lot.rule)
     random_mask = pruning.random_like(mask, generator("lottery-random", seed, level))
     _, fresh, fresh_buffers = init_population(build, [reinit_seed(seed, level)])
     device = next(iter(rewind.params.values())).device
@@ -86,21 +91,22 @@ def level_members(cfg: Config, seed: int, level: int, dense, rewind, source, pre
     fresh = {k: fresh[k][0].to(device) for k in rewind.params}
     fresh_buffers = {k: fresh_buffers[k][0].to(device) for k in rewind.buffers}
 
-    def start(params, buffers, m):
-        return checkpoint.Checkpoint(pruning.apply(params, m), buffers, {}, rewind.optimizer), m
+    def start(params, buffers, m, optimizer):
+        return checkpoint.Checkpoint(pruning.apply(params, m), buffers, {}, optimizer), m
 
     own = MemberSeeds.same(seed)
     fork = MemberSeeds(init=seed, data=fork_seed(seed, 0, 0), augment=fork_seed(seed, 0, 0))
     return [
-        ("imp", *start(rewind.params, rewind.buffers, mask), own),
-        ("random_prune", *start(rewind.params, rewind.buffers, random_mask), own),
-        ("reinit", *start(fresh, fresh_buffers, mask), MemberSeeds(init=reinit_seed(seed, level), data=seed, augment=seed)),
-        ("fork", *start(rewind.params, rewind.buffers, mask), fork),
+        ("imp", *start(rewind.params, rewind.buffers, mask, rewind.optimizer), own),
+        ("random_prune", *start(rewind.params, rewind.buffers, random_mask, rewind.optimizer), own),
+        # a fresh network's optimizer state: empty (see the module docstring)
+        ("reinit", *start(fresh, fresh_buffers, mask, {}), MemberSeeds(init=reinit_seed(seed, level), data=seed, augment=seed)),
+        ("fork", *start(rewind.params, rewind.buffers, mask, rewind.optimizer), fork),
     ]
 
 
 def level(cfg: Config, level_index: int, data_path: Path, seed_dirs: list[Path], prev_dir: Path | None, out_dir: Path, job: Job) -> pd.DataFrame:
-    """One IMP level for every lottery seed, trained as one population (see the module docstring)."""
+    """One IMP level for every lottery seed, trained as one population per optimizer history (see the module docstring)."""
     device = job.setup()
     seeds = lottery_seeds(cfg)
     if len(seed_dirs) != len(seeds):
@@ -109,7 +115,8 @@ def level(cfg: Config, level_index: int, data_path: Path, seed_dirs: list[Path],
     tags = job.tags(family="lottery")
     with tracking.job(cfg.tracking, f"lottery level {level_index}", logged, tags) as run:
         data = data_on(data_path, device)
-        k = iterations(cfg.lottery.rewind_step, steps_per_epoch(cfg, data))
+        spe = steps_per_epoch(data.x_train.shape[0], cfg.train.batch_size, "train.batch_size")
+        k = iterations(cfg.lottery.rewind_step, spe)
         model = skeleton(cfg, data, device)
         info = model_info(model)
         output = f"{info.output_layer}.weight"
@@ -122,9 +129,8 @@ def level(cfg: Config, level_index: int, data_path: Path, seed_dirs: list[Path],
             members += [(seed, *m) for m in level_members(cfg, seed, level_index, dense, rewind, source, prev_mask, model, build, output)]
             denses.append(dense)
         runs = [run.open_child(f"seed{s}.{v}", {**logged, "seed": s, "variant": v}, tags) for s, v, *_ in members]
-        every = max(1, iterations(cfg.train.duration, steps_per_epoch(cfg, data)) // steps_per_epoch(cfg, data) // 10)
-        masks = pruning.stacked_masks([m for _, _, _, m, _ in members])
-        state = train_children(cfg, data, model, [c for _, _, c, _, _ in members], [s for *_, s in members], k, masks=masks, on_epoch=epoch_logger(runs, every))
+        every = max(1, iterations(cfg.train.duration, spe) // spe // 10)
+        state = train_members(cfg, data, model, members, k, runs, every)
         save_tickets(cfg, out_dir, members, state, level_index, k)
         accuracy = accuracy_table(cfg, data, model, members, state, denses, seeds, level_index)
         for r in runs:
@@ -132,12 +138,24 @@ def level(cfg: Config, level_index: int, data_path: Path, seed_dirs: list[Path],
         stability = stability_table(cfg, data, model, members, state, level_index)
         run.metrics({f"seed{r.seed}.{r.variant}.test_error": r.error for r in accuracy[accuracy.split == "test"].itertuples()})
         log_barriers(run, stability.rename(columns={"seed": "trunk"}).assign(pair=0))
-        with atomic_path(out_dir / "accuracy.csv") as tmp:
-            accuracy.to_csv(tmp, index=False)
-        with atomic_path(out_dir / "stability.csv") as tmp:
-            stability.to_csv(tmp, index=False)
+        write_csv(out_dir / "accuracy.csv", accuracy)
+        write_csv(out_dir / "stability.csv", stability)
         run.artifact(out_dir / "accuracy.csv")
     return accuracy
+
+
+def train_members(cfg: Config, data, model, members, k: int, runs: list, every: int) -> TrainState:
+    """Train every member (seed, variant, start checkpoint, mask, MemberSeeds) from step k under its
+    mask; members with different optimizer histories (the reinit baseline's fresh state beside the
+    rewound step-k state, k > 0) train as separate populations, merged back into member order."""
+    starts = [start for _, _, start, _, _ in members]
+    cohorts = optimizer_cohorts([start.optimizer for start in starts])
+    states = [
+        train_children(cfg, data, model, [starts[i] for i in cohort], [members[i][4] for i in cohort], k,
+                       masks=pruning.stacked_masks([members[i][3] for i in cohort]), on_epoch=epoch_logger([runs[i] for i in cohort], every))
+        for cohort in cohorts
+    ]
+    return merge_states(states, cohorts)
 
 
 def accuracy_table(cfg, data, model, members, state: TrainState, denses, seeds, level_index: int) -> pd.DataFrame:
@@ -172,26 +190,16 @@ def stability_table(cfg, data, model, members, state: TrainState, level_index: i
 
 
 def save_tickets(cfg: Config, out_dir: Path, members, state: TrainState, level_index: int, rewind: int) -> None:
-    record, version = {s: cfg.to_dict()[s] for s in TRAIN_SECTIONS}, code_version()
+    origin = checkpoint.Origin.of(cfg, TRAIN_SECTIONS)
     for i, (seed, variant, _, mask, seeds) in enumerate(members):
-        meta = {
-            "kind": "ticket",
-            "variant": variant,
-            "seed": seed,
-            "level": level_index,
-            "rewind_step": rewind,
-            "remaining": pruning.remaining(mask),
-            "prunable": pruning.total(mask),
-            "density": pruning.density(mask),
-            "layer_density": pruning.layer_density(mask),
-            "mask_file": mask_file(seed, variant),
-            "seeds": dataclasses.asdict(seeds),
-            **state.progress(),
-            "config": record,
-            "code": version,
-        }
+        meta = origin.meta(
+            "ticket", variant=variant, seed=seed, level=level_index, rewind_step=rewind, remaining=pruning.remaining(mask),
+            prunable=pruning.total(mask), density=pruning.density(mask), layer_density=pruning.layer_density(mask),
+            mask_file=mask_file(seed, variant), seeds=seeds, **state.progress(),
+        )
         params = {k: v.detach() for k, v in member(state.params, i).items()}
         checkpoint.save(out_dir / f"seed{seed}.{variant}.safetensors", checkpoint.Checkpoint(params, member(state.buffers, i), meta))
         if variant in ("imp", "random_prune"):
-            mask_meta = {"kind": "mask", "variant": variant, "seed": seed, "level": level_index, "remaining": pruning.remaining(mask), "density": pruning.density(mask), "code": version}
+            mask_meta = origin.meta("mask", record_config=False, variant=variant, seed=seed, level=level_index,
+                                    remaining=pruning.remaining(mask), density=pruning.density(mask))
             checkpoint.save(out_dir / mask_file(seed, variant), checkpoint.Checkpoint(mask, {}, mask_meta))
