@@ -41,8 +41,19 @@ report: "workflow/report/workflow.rst"
 
 
 onstart:
+    # This run owns the locks now (a later run may clear them if this process dies: recovery.py).
+    recovery.claim()
     # The MLflow store must exist before jobs fan out: parallel first-time creation corrupts it.
+    # It also ends as KILLED the MLflow runs of jobs whose process died.
     shell("modeconn init-tracking --params {params:q}", params=params_json())
+
+
+onsuccess:
+    recovery.release()
+
+
+onerror:
+    recovery.release()
 
 
 rule all:

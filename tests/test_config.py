@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,53 @@ def test_params_yaml_lists_every_key_at_its_default():
     defaults = flatten(Config().to_dict())
     assert sorted(set(defaults) - set(listed)) == []
     assert {k: v for k, v in listed.items() if defaults[k] != v} == {}
+
+
+# ----------------------------------------------------------------------------- values checked before work
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("key", [("train", "lr"), ("fge", "lr1"), ("neb", "spring"), ("flatness", "rescale")])
+def test_non_finite_numbers_are_refused_naming_key_and_value(key, value):
+    section, name = key
+    with pytest.raises(ConfigError, match=rf"{section}\.{name}: -?(nan|inf) is not a finite number"):
+        Config.from_dict({section: {name: value}})
+
+
+@pytest.mark.parametrize("key", [("train", "duration"), ("curves", "duration"), ("simplex", "duration"), ("swa", "duration"),
+                                 ("fge", "cycle"), ("swa", "every"), ("rebasin", "width_duration")])
+def test_zero_durations_are_refused(key):
+    section, name = key
+    with pytest.raises(ConfigError, match=rf"{section}\.{name}: '0ep' is not a positive duration"):
+        Config.from_dict({section: {name: "0ep"}})
+    Config.from_dict({section: {name: "3ep"}})  # a positive one passes
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({"fge": {"start": "31ep"}}, "fge.start"),
+    ({"swa": {"start": "1861it"}}, "swa.start"),
+    ({"instability": {"steps": ["0it", "5000it"]}}, "instability.steps"),
+    ({"lottery": {"rewind_step": "40ep"}}, "lottery.rewind_step"),
+    ({"train": {"checkpoint_steps": ["0it", "31ep"]}}, "train.checkpoint_steps"),
+    ({"train": {"warmup": "100ep"}}, "train.warmup"),
+])
+def test_steps_past_the_training_are_refused_naming_the_key(raw, key):
+    """Default training: 30 epochs of ⌊8000 / 128⌋ = 62 steps = 1860 iterations."""
+    from modeconn.config import check_steps
+
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}: \S+ = iteration \d+ is past the end of the seeds' training \(train.duration 30ep = 1860"):
+        check_steps(Config.from_dict(raw))
+    check_steps(Config.from_dict({}))  # the default passes
+    check_steps(Config.from_dict({"swa": {"start": "1860it"}}))  # the last step is inside
+
+
+def test_train_examples_known_without_building_the_data():
+    import mnist1d.data
+
+    from modeconn.config import MNIST1D_TRAIN_SPLIT, DataConfig
+    from modeconn.data import build_dataset
+
+    assert mnist1d.data.get_dataset_args().train_split == MNIST1D_TRAIN_SPLIT
+    cfg = DataConfig(num_samples=300)
+    assert cfg.train_examples == len(build_dataset(cfg).x_train) == 240
+    assert DataConfig(name="mnist").train_examples == 60000 and DataConfig(name="cifar10").train_examples == 50000

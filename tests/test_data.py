@@ -116,6 +116,41 @@ def test_load_truncated_file(m1d, tmp_path):
         load_dataset(path)
 
 
+def test_flipped_data_byte_is_refused_naming_the_file(m1d, tmp_path):
+    """One flipped byte in the tensor data (past the header) fails the content digest."""
+    path = tmp_path / "flip.safetensors"
+    save_dataset(m1d, path)
+    load_dataset(path)  # intact: loads
+    blob = bytearray(path.read_bytes())
+    blob[-100] ^= 0x01
+    path.write_bytes(bytes(blob))
+    with pytest.raises(DatasetFileError, match=r"flip\.safetensors: content digest mismatch"):
+        load_dataset(path)
+
+
+def test_edited_metadata_is_refused(m1d, tmp_path):
+    """Editing the JSON header (here the class count, same length) fails the digest too."""
+    path = tmp_path / "edit.safetensors"
+    save_dataset(m1d, path)
+    blob = path.read_bytes()
+    assert blob.count(b'\\"num_classes\\": 10') == 1
+    path.write_bytes(blob.replace(b'\\"num_classes\\": 10', b'\\"num_classes\\": 11'))
+    with pytest.raises(DatasetFileError, match=r"edit\.safetensors: content digest mismatch"):
+        load_dataset(path)
+
+
+def test_written_files_get_the_usual_mode(m1d, tmp_path):
+    """Not the 0600 of a temporary file: 0666 minus the umask (0644 under umask 022)."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        save_dataset(m1d, tmp_path / "mode.safetensors")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "mode.safetensors").stat().st_mode & 0o777 == 0o644
+
+
 def test_load_unrelated_safetensors_file(tmp_path):
     path = tmp_path / "weights.safetensors"
     safetensors.torch.save_file({"w": torch.zeros(3)}, str(path), metadata={"x": "y"})

@@ -32,7 +32,7 @@ def example_env() -> dict[str, str]:
 
 
 def run(*cmd: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=example_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=cwd, env=example_env(), capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc
 

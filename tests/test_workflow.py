@@ -31,7 +31,8 @@ def snakemake(work: Path, *args: str, check: bool = True) -> subprocess.Complete
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "MLFLOW_DISABLE_TELEMETRY": "true",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(EXAMPLE), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "snakemake", *args]
-    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    # generous: the smoke run takes ~2.5 min on 2 idle cores; a busy machine must not fail the test
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=2400)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
@@ -57,9 +58,16 @@ def test_reports_are_written(work):
         assert (work / name).stat().st_size > 0, name
     metrics = json.loads((work / "reports/seeds/metrics.json").read_text())
     assert metrics["pairs"] == 3 and metrics["points"] == 5
+    # the reported mean barrier is max over α minus the endpoints' mean, recomputed from the
+    # interpolation table the report also wrote, averaged over the pairs
+    import pandas as pd
+
+    points = pd.read_csv(work / "reports/seeds/interpolation.csv")
     for split in ("train", "test"):
         for metric in ("loss", "error"):
-            assert metrics["barrier"][split][metric]["mean"] >= 0.0
+            per_pair = [g.sort_values("alpha")[metric].to_numpy() for _, g in points[points.split == split].groupby("pair")]
+            expected = sum(v.max() - 0.5 * (v[0] + v[-1]) for v in per_pair) / len(per_pair)
+            assert metrics["barrier"][split][metric]["mean"] == pytest.approx(expected, rel=1e-9, abs=1e-12), (split, metric)
     markdown = (work / "reports/seeds/barriers.md").read_text()
     assert "5 evenly spaced alphas" in markdown and "±" in markdown
 
@@ -144,6 +152,44 @@ def test_mlflow_records_every_job(work):
     assert sorted(s for (s,) in steps) == [1, 2, 3]
 
 
+def running_training(work: Path) -> bool:
+    """Whether a train_seeds job of the workflow in `work` has an MLflow run in progress."""
+    try:
+        db = sqlite3.connect(f"file:{work / 'mlflow.db'}?mode=ro", uri=True, timeout=1)
+        rows = db.execute("select count(*) from runs r join tags t on t.run_uuid = r.run_uuid"
+                          " where r.status = 'RUNNING' and t.key = 'rule' and t.value = 'train_seeds'").fetchone()
+        return rows[0] > 0
+    except sqlite3.Error:  # not created yet, or locked by a writer
+        return False
+
+
+def test_killed_run_resumes_with_the_same_command(work, tmp_path):
+    """kill -9 of the whole workflow (Snakemake and its jobs) while a seed population trains: the
+    same command then completes without --unlock or --rerun-incomplete, the metrics equal those
+    of the uninterrupted run, and the killed jobs' MLflow runs end as KILLED, not RUNNING."""
+    import signal
+    import time
+
+    (tmp_path / "killed").mkdir()
+    copy = copy_workflow(tmp_path / "killed")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    cmd = [sys.executable, "-m", "snakemake", "seeds", "--configfile", "config/smoke.yaml", "--cores", "2"]
+    proc = subprocess.Popen(cmd, cwd=copy, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 1200
+    while not running_training(copy) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the workflow ended before a seed population started training"
+    assert list((copy / ".snakemake/locks").glob("*.lock"))  # held by the running workflow
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    rerun = snakemake(copy, "seeds", "--configfile", "config/smoke.yaml", "--cores", "2")
+    assert "removed" in rerun.stderr and "stale lock" in rerun.stderr
+    assert (copy / "reports/seeds/metrics.json").read_text() == (work / "reports/seeds/metrics.json").read_text()
+    db = sqlite3.connect(copy / "mlflow.db")
+    statuses = {s for (s,) in db.execute("select status from runs")}
+    assert "RUNNING" not in statuses and "KILLED" in statuses, statuses
+
+
 def test_second_run_has_nothing_to_do(work):
     out = snakemake(work, "--configfile", "config/smoke.yaml", "-n")
     assert "Nothing to be done" in out.stdout + out.stderr
@@ -155,6 +201,19 @@ def test_param_change_reruns_only_what_it_touches(work):
     text = out.stdout + out.stderr
     assert "interpolate_seeds" in text and "report_seeds" in text
     assert "train_seeds" not in text and "prepare_data" not in text
+
+
+def test_barrier_definition_change_reruns_only_the_reports(work):
+    """evaluation.barrier picks the definition a table reports: switching it reruns the report jobs
+    that summarise paths and the consolidated report, and no training or evaluation job."""
+    (work / "entezari.yaml").write_text("evaluation:\n  barrier: entezari\n")
+    out = snakemake(work, "-n", "--configfile", "config/smoke.yaml", "entezari.yaml")
+    text = out.stdout + out.stderr
+    for rule in ("report_seeds", "report_instability", "report_lottery", "report_rebasin", "report_readme"):
+        assert rule in text, rule
+    for rule in ("train_seeds", "interpolate_seeds", "fork_instability", "lottery_level", "match_rebasin", "neb_connect",
+                 "train_curves", "evaluate_curves", "continue_seeds", "curvature"):
+        assert rule not in text, rule
 
 
 def test_html_report_contains_figure_and_table(work):
@@ -171,7 +230,9 @@ def test_lint_is_clean(work):
 
 @pytest.mark.parametrize(
     "bad, key",
-    [("train:\n  lr: -1\n", "train.lr"), ("train:\n  learning_rate: 0.1\n", "train.learning_rate"), ("sedes:\n  count: 2\n", "sedes")],
+    [("train:\n  lr: -1\n", "train.lr"), ("train:\n  learning_rate: 0.1\n", "train.learning_rate"), ("sedes:\n  count: 2\n", "sedes"),
+     ("train:\n  lr: .nan\n", "train.lr: nan is not a finite number"), ("train:\n  duration: 0ep\n", "train.duration: '0ep' is not a positive"),
+     ("fge:\n  start: 99ep\n", "fge.start: 99ep = iteration")],
 )
 def test_bad_config_stops_before_any_job(tmp_path, bad, key):
     copy_workflow(tmp_path)

@@ -13,8 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from .checkpoint import CheckpointError
-from .config import Config, ConfigError, load_yaml
+from .config import Config, ConfigError, check_steps, load_yaml
 from .families import registry
 
 
@@ -39,9 +38,10 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_validate(args, cfg: Config) -> None:
-    """Print the full configuration with defaults filled in."""
+    """Print the full configuration with defaults filled in (after the DAG-build cross-key checks)."""
     import yaml
 
+    check_steps(cfg)
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
 
 
@@ -99,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"modeconn: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError, CheckpointError) as err:
-        print(f"modeconn {args.command}: {err}", file=sys.stderr)
+    except (FileNotFoundError, ValueError) as err:  # incl. CheckpointError, DatasetFileError, DivergenceError
+        job = f" (rule {args.rule}, {args.wildcards})" if args.wildcards else (f" (rule {args.rule})" if args.rule != "manual" else "")
+        print(f"modeconn {args.command}{job}: {err}", file=sys.stderr)
         return 1
     return 0
 

@@ -8,6 +8,7 @@ dataclasses that are passed down explicitly. Nothing else in the package reads p
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -17,6 +18,7 @@ import jsonschema
 import yaml
 
 from .families import registry
+from .schedules import iterations, steps_per_epoch
 
 
 class ConfigError(ValueError):
@@ -39,6 +41,10 @@ def _defaults_filling_validator():
     # jsonschema's documented recipe: a validator that also inserts each property's default.
     base = jsonschema.Draft7Validator
 
+    def finite_number(checker, instance) -> bool:
+        # YAML has .nan and .inf, JSON has neither: a number key must hold a finite number.
+        return base.TYPE_CHECKER.is_type(instance, "number") and math.isfinite(instance)
+
     def set_defaults(validator, properties, instance, sch):
         if isinstance(instance, dict):
             for key, sub in properties.items():
@@ -46,7 +52,8 @@ def _defaults_filling_validator():
                     instance[key] = _copy(sub["default"])
         yield from base.VALIDATORS["properties"](validator, properties, instance, sch)
 
-    return jsonschema.validators.extend(base, {"properties": set_defaults})
+    return jsonschema.validators.extend(base, {"properties": set_defaults},
+                                        type_checker=base.TYPE_CHECKER.redefine("number", finite_number))
 
 
 def _copy(value):
@@ -60,6 +67,11 @@ def _keys(error: jsonschema.ValidationError) -> list[str]:
         known = set(error.schema.get("properties", {}))
         prefix = path + "." if path else ""
         return [f"{prefix}{name}: unknown key" for name in sorted(set(error.instance) - known)]
+    if error.validator == "type" and isinstance(error.instance, float) and not math.isfinite(error.instance):
+        return [f"{path}: {error.instance} is not a finite number"]
+    if error.validator == "pattern" and "(ep|it)" in str(error.validator_value):
+        kind = "a positive duration" if "[1-9]" in str(error.validator_value) else "a step"
+        return [f"{path}: {error.instance!r} is not {kind}: <N>ep (epochs) or <N>it (iterations)"]
     return [f"{path or '<top level>'}: {error.message}"]
 
 
@@ -103,6 +115,9 @@ def _deep_update(into: dict, new: dict) -> None:
 
 # ----------------------------------------------------------------------------- typed sections
 
+MNIST1D_TRAIN_SPLIT = 0.8  # mnist1d.data.get_dataset_args().train_split (tested)
+TRAIN_EXAMPLES = {"mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000}
+
 
 @dataclass(frozen=True)
 class RuntimeConfig:
@@ -117,6 +132,14 @@ class DataConfig:
     download: bool = False
     num_samples: int = 10000
     seed: int = 42
+
+    @property
+    def train_examples(self) -> int:
+        """Size of the training split, known without building the data (for cross-key checks):
+        MNIST-1D keeps mnist1d's default 80% of num_samples for training; the others are fixed."""
+        if self.name == "mnist1d":
+            return int(self.num_samples * MNIST1D_TRAIN_SPLIT)
+        return TRAIN_EXAMPLES[self.name]
 
 
 @dataclass(frozen=True)
@@ -152,6 +175,7 @@ class EvaluationConfig:
     bn_batches: int = 20
     bn_batch_size: int = 256
     member_chunk: int = 0
+    barrier: str = "max_minus_mean"  # core.barrier.KINDS; only the jobs that summarise paths read it
 
 
 @dataclass(frozen=True)
@@ -247,3 +271,36 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+# ----------------------------------------------------------------------------- cross-key checks
+
+
+def _keys_holding(section_name: str, section, value: str) -> list[str]:
+    """Dotted keys of `section` whose value is `value` or a list containing it."""
+    keys = []
+    for f in dataclasses.fields(section):
+        v = getattr(section, f.name)
+        if v == value or (isinstance(v, tuple) and value in v):
+            keys.append(f"{section_name}.{f.name}")
+    return keys
+
+
+def check_steps(cfg: Config) -> None:
+    """Cross-key checks made when the DAG is built, before any job: every step some section asks
+    the seeds' training to checkpoint (train.checkpoint_steps, spawn steps, rewind step, FGE/SWA
+    starts: each section's `seed_checkpoint_steps()`) and the warm-up lie inside train.duration.
+    Raises ConfigError naming each dotted key and its value."""
+    spe = steps_per_epoch(cfg.data.train_examples, cfg.train.batch_size, "train.batch_size")
+    total = iterations(cfg.train.duration, spe)
+    asked = [("train.checkpoint_steps", s) for s in cfg.train.checkpoint_steps] + [("train.warmup", cfg.train.warmup)]
+    for name in sections():
+        section = getattr(cfg, name)
+        wanted = getattr(section, "seed_checkpoint_steps", None)
+        for step in wanted() if wanted is not None else ():
+            asked += [(key, step) for key in _keys_holding(name, section, step) or [f"{name}.?"]]
+    late = sorted({f"{key}: {step} = iteration {iterations(step, spe)} is past the end of the seeds' training "
+                   f"(train.duration {cfg.train.duration} = {total} iterations of {spe} per epoch)"
+                   for key, step in asked if iterations(step, spe) > total})
+    if late:
+        raise ConfigError("invalid configuration\n  " + "\n  ".join(late))

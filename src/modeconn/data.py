@@ -18,6 +18,7 @@ Sources:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -36,7 +37,8 @@ from modeconn.config import DataConfig
 from modeconn.io import atomic_path
 
 FORMAT = "modeconn.dataset"
-FORMAT_VERSION = 1
+# 2: the metadata carries "sha256", a digest of the tensors and the rest of the metadata
+FORMAT_VERSION = 2
 METADATA_KEY = "modeconn"  # the one safetensors metadata entry: a JSON object (see save_dataset)
 _SPLITS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -341,15 +343,29 @@ def save_dataset(data: RawData, path: str | Path) -> None:
 
     Tensors: x_train, y_train, x_test, y_test in their stored dtype. Metadata: one entry
     "modeconn" holding a JSON object {format, version, name, num_classes, scale, mean, std,
-    source}, serialised with sorted keys so that equal data gives a byte-identical file.
+    source, sha256}, serialised with sorted keys so that equal data gives a byte-identical file;
+    sha256 (`content_digest`) covers the tensors and the rest of the metadata and is verified on load.
     """
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "name": data.name,
             "num_classes": data.num_classes, "scale": data.scale, "mean": list(data.mean),
             "std": list(data.std), "source": data.source}
     tensors = {k: getattr(data, k).contiguous() for k in _SPLITS}
+    meta["sha256"] = content_digest(tensors, meta)
     with atomic_path(path) as tmp:
         safetensors.torch.save_file(tensors, str(tmp),
                                     metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+
+
+def content_digest(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:
+    """SHA-256 over every tensor (name, dtype, shape, bytes; in name order) and the metadata
+    without its own "sha256" entry (as sorted-key JSON): any flipped byte changes it."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous().cpu()
+        h.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    h.update(json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True).encode())
+    return h.hexdigest()
 
 
 def _read(path: Path) -> RawData:
@@ -368,6 +384,9 @@ def _read(path: Path) -> RawData:
     missing = [k for k in _SPLITS if k not in tensors]
     if missing:
         raise DatasetFileError(f"{path}: modeconn dataset file lacks tensors {missing}")
+    if content_digest(tensors, meta) != meta.get("sha256"):
+        raise DatasetFileError(f"{path}: content digest mismatch: the data or its metadata changed after it "
+                               f"was written (corrupt or edited file); delete it and rebuild it")
     try:
         return RawData(meta["name"], *(tensors[k] for k in _SPLITS), int(meta["num_classes"]),
                        float(meta["scale"]), tuple(map(float, meta["mean"])),

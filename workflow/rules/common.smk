@@ -1,17 +1,27 @@
 # Shared by every rules file: the validated, typed configuration, the family registry and helpers.
-# params.yaml (plus any --configfile preset) is validated here, when the DAG is built: an unknown
-# or ill-typed key stops the run before any job starts, with a message naming the key.
+# params.yaml (plus any --configfile preset) is validated here, when the DAG is built: an unknown,
+# ill-typed or non-finite key, a zero duration, or a step past the end of the training it refers
+# to stops the run before any job starts, with a message naming the key and its value.
 import json
+import sys
 
-from modeconn.config import Config, ConfigError
+from modeconn.config import Config, ConfigError, check_steps
 from modeconn.families import registry
 from modeconn.models import width_key
 from modeconn.provenance import imported_sources, source_hash
+from modeconn import recovery
 
 try:
     CFG = Config.from_dict(config, source="params.yaml (+ --configfile)")
+    check_steps(CFG)  # cross-key: every step a family asks for lies inside the seeds' training
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
+
+# A run killed with -9 left its locks: remove them when their owner process is dead, so the same
+# command simply runs again (a live second instance keeps them, and Snakemake refuses to start).
+_stale = recovery.clear_stale_locks()
+if _stale:
+    print(_stale, file=sys.stderr)
 
 FULL = CFG.to_dict()
 FAMILIES = registry()
@@ -30,12 +40,20 @@ FLATNESS_PATHS = {}
 DIRECTORY_OUTPUTS = []
 
 
-def params_json(**sections):
+def params_json(barrier=False, **sections):
     """JSON of the params.yaml sections (or parts of them) that one job uses. Pass section=True for
     a whole section, section={...} for some of its keys. The job reruns exactly when this text changes.
     Every job also gets `runtime` and `tracking`: where it runs changes its numerics, and where it
-    is recorded is part of its provenance."""
+    is recorded is part of its provenance.
+
+    evaluation.barrier (which barrier definition a table reports) is not part of evaluation=True:
+    the jobs that evaluate paths record every definition, so only the jobs that pick one for a
+    table ask for it with barrier=True, and switching it reruns those alone."""
     chosen = {name: FULL[name] if value is True else value for name, value in sections.items()}
+    if sections.get("evaluation") is True:
+        chosen["evaluation"] = {k: v for k, v in FULL["evaluation"].items() if k != "barrier"}
+    if barrier:
+        chosen["evaluation"] = {**chosen.get("evaluation", {}), "barrier": FULL["evaluation"]["barrier"]}
     chosen |= {"runtime": FULL["runtime"], "tracking": FULL["tracking"]}
     return json.dumps(chosen, sort_keys=True)
 

@@ -80,3 +80,19 @@ def flat_norm(state: TensorDict) -> Tensor:
     """Euclidean norm of all floating tensors together; per member if stacked ([K] result)."""
     parts = [v.flatten(1).pow(2).sum(1) for v in state.values() if v.is_floating_point()]
     return torch.stack(parts).sum(0).sqrt()
+
+
+class DivergenceError(ValueError):
+    """A fit produced a non-finite loss or parameter: the job stops and writes no result."""
+
+
+def require_finite(what: str, step: int, key: str, *values: Tensor) -> None:
+    """Raise DivergenceError unless every entry of `values` (losses, parameters) is finite.
+
+    `what` names the fit (e.g. "AutoNEB"), `step` where it diverged, `key` the config key to
+    change (e.g. "neb.cycles[].lr"). Called at a cheap cadence (once per epoch or per step of a
+    small fit): the check is one pass over the tensors.
+    """
+    if all(bool(torch.isfinite(v).all()) for v in values):
+        return
+    raise DivergenceError(f"{what} diverged at step {step}: non-finite loss or parameters; lower {key} and rerun")

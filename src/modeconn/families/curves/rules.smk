@@ -97,7 +97,7 @@ rule report_curves:
     output:
         report_outputs("curves"),
     params:
-        cfg=params_json(data=True, model=True, curves=True),
+        cfg=params_json(data=True, model=True, curves=True, barrier=True),
         code=code("families.curves.report"),
     conda:
         ENV

@@ -21,12 +21,12 @@ from ...config import Config
 from ...core import curves as curve_math
 from ...core import ensemble
 from ...core import plane as plane_math
+from ...core.optimizers import make_optimizer
 from ...core.params import combine, member, select, stack
 from ...core.paths import alphas, path_coefficients
 from ...core.population import has_batchnorm, recompute_bn
-from ...io import atomic_path
-from ...provenance import code_version
-from ...train import generator, make_optimizer
+from ...io import write_csv
+from ...train import generator
 from ...jobs import Job, load_networks, bn_batches, data_on, evaluate_population, params_of, skeleton, split
 
 SECTIONS = ("data", "model", "curves")
@@ -78,9 +78,9 @@ def train(cfg: Config, data_path: Path, path_a: Path, path_b: Path, outs: list[P
         line_buffers = curve_math.line_anchors(a.buffers, b.buffers, c.anchors)
         endpoints, bends = curve_math.split_anchors({k: v.expand(len(kinds), *v.shape).clone() for k, v in line.items()})
         buffers = {k: v.expand(len(kinds), *v.shape).clone() for k, v in a.buffers.items()}
-        opt_cfg = dataclasses.replace(cfg.train, optimizer=c.optimizer, lr=c.lr, momentum=c.momentum, nesterov=False, weight_decay=0.0)
+        # no weight decay in the optimizer: the L2 term is in the curve loss, at the sampled point
         settings = curve_math.CurveTraining(
-            optimizer=lambda tensors: make_optimizer(opt_cfg, tensors), lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size, duration=c.duration
+            optimizer=lambda tensors: make_optimizer(c.optimizer, tensors, c.lr, c.momentum), lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size, duration=c.duration
         )
         seed_a, seed_b = a.meta.get("seed"), b.meta.get("seed")
 
@@ -92,18 +92,10 @@ def train(cfg: Config, data_path: Path, path_a: Path, path_b: Path, outs: list[P
             lambda *keys: generator("curves", c.seed, seed_a, seed_b, *keys), on_epoch,
         )
         anchors = curve_math.assemble(endpoints, bends)
-        version = code_version()
+        origin = checkpoint.Origin.of(cfg, SECTIONS)
         for i, (kind, out) in enumerate(zip(kinds, outs)):
-            meta = {
-                "kind": "path",
-                "path": kind,
-                "anchors": c.anchors,
-                "seeds": [seed_a, seed_b],
-                "endpoints": [str(path_a), str(path_b)],
-                "bn": "anchor running statistics are stale: recompute them at every t before evaluating",
-                "config": {s: cfg.to_dict()[s] for s in SECTIONS},
-                "code": version,
-            }
+            meta = origin.meta("path", path=kind, anchors=c.anchors, seeds=[seed_a, seed_b], endpoints=[str(path_a), str(path_b)],
+                               bn="anchor running statistics are stale: recompute them at every t before evaluating")
             checkpoint.save(out, checkpoint.Checkpoint(member(anchors, i), line_buffers, meta))
 
 
@@ -201,10 +193,8 @@ def evaluate(cfg: Config, data_path: Path, path_a: Path, path_b: Path, curve_pat
                 for metric in ("loss", "error"):
                     summ = curve_math.path_summary(torch.tensor(g[metric].to_numpy()), lengths)
                     run.metrics({f"{kind}_{split_name}_{metric}_{k}": v for k, v in summ.items()})
-        with atomic_path(out_along) as tmp:
-            table.to_csv(tmp, index=False)
-        with atomic_path(out_ensembles) as tmp:
-            ens.to_csv(tmp, index=False)
+        write_csv(out_along, table)
+        write_csv(out_ensembles, ens)
     return table
 
 
@@ -257,6 +247,5 @@ def plane(cfg: Config, data_path: Path, path_a: Path, path_b: Path, curve_paths:
         grid = table[table.role == "grid"]
         for (kind, split_name), g in grid.groupby(["curve", "split"]):
             run.metrics({f"{kind}_{split_name}_loss_min": g.loss.min(), f"{kind}_{split_name}_error_min": g.error.min()})
-        with atomic_path(out_csv) as tmp:
-            table.to_csv(tmp, index=False)
+        write_csv(out_csv, table)
     return table

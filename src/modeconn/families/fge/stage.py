@@ -4,10 +4,10 @@ Both start from every seed's checkpoint at a step of its own training (with the 
 and continue it, all seeds as one population, through `train.train_population`:
 
 fge   a cyclic per-iteration lr lr1 → lr2 → lr1 over cycles of c iterations (schedules "cyclic"),
-      a snapshot after the lowest-lr update of each cycle → results/fge/snapshots/seed<s>.cycle<j>
+      a snapshot after the lowest-lr update of each cycle → results/fge/networks/seed<s>.cycle<j>
       (meta kind "fge"); test error and NLL of the ensemble of the first n snapshots, and at equal
       budget of ensembles of independently trained seeds → fge.csv
-swa   a constant lr, the running average of the weights every `swa.every` → results/swa/models/
+swa   a constant lr, the running average of the weights every `swa.every` → results/swa/networks/
       seed<s>.safetensors (meta kind "swa"); BN statistics recomputed; compared with the SGD
       solution (the seed's final weights and the last iterate of the SWA run) → swa.csv
 """
@@ -27,11 +27,10 @@ from ...core import ensemble
 from ...core.params import member, stack
 from ...core.population import has_batchnorm, recompute_bn
 from ...core.swa import RunningAverage
-from ...provenance import code_version
-from ...io import atomic_path
-from ...schedules import iterations
+from ...io import write_csv
+from ...schedules import iterations, steps_per_epoch
 from ...train import MemberSeeds, TrainState, train_population
-from ...jobs import Job, checkpoint_name, load_network, bn_batches, data_on, evaluate_population, params_of, skeleton, split
+from ...jobs import TRAIN_SECTIONS, Job, checkpoint_name, load_network, bn_batches, data_on, evaluate_population, params_of, skeleton, split
 
 
 def _check_start(name: str, start: int, cfg: Config, spe: int) -> None:
@@ -56,8 +55,10 @@ def _load_seeds(cfg: Config, seeds: list[int], dirs: list[Path], step: int | Non
     return out
 
 
-def continue_seeds(cfg: Config, data, model, starts: list[checkpoint.Checkpoint], seeds: list[int], start: int, train_cfg, on_checkpoint, on_epoch=None) -> TrainState:
-    """Resume every seed's training at `start` under `train_cfg`, as one population."""
+def continue_seeds(cfg: Config, data, model, starts: list[checkpoint.Checkpoint], seeds: list[int], start: int, train_cfg, on_checkpoint,
+                   on_epoch=None, lr_key: str = "train.lr") -> TrainState:
+    """Resume every seed's training at `start` under `train_cfg`, as one population; `lr_key`
+    names the learning-rate key a divergence error asks to lower."""
     return train_population(
         model,
         stack([c.params for c in starts]),
@@ -70,6 +71,7 @@ def continue_seeds(cfg: Config, data, model, starts: list[checkpoint.Checkpoint]
         member_optimizer_states=[c.optimizer for c in starts],
         on_checkpoint=on_checkpoint,
         on_epoch=on_epoch,
+        lr_key=lr_key,
     )
 
 
@@ -115,7 +117,7 @@ def fge(cfg: Config, data_path: Path, seeds: list[int], dirs: list[Path], out_di
     device = job.setup()
     with tracking.job(cfg.tracking, f"fge seeds {seeds}", params_of(cfg, "train", "fge"), job.tags(family="fge")) as run:
         data = data_on(data_path, device)
-        spe = data.x_train.shape[0] // cfg.train.batch_size
+        spe = steps_per_epoch(data.x_train.shape[0], cfg.train.batch_size, "train.batch_size")
         total = iterations(cfg.train.duration, spe)
         train_cfg, snaps = fge_schedule(cfg, spe)
         s0 = iterations(cfg.fge.start, spe)
@@ -123,18 +125,17 @@ def fge(cfg: Config, data_path: Path, seeds: list[int], dirs: list[Path], out_di
         starts = _load_seeds(cfg, seeds, dirs, s0, device)
         model = skeleton(cfg, data, device)
         snapshots: list[tuple[dict, dict]] = []
-        version = code_version()
+        origin = checkpoint.Origin.of(cfg, TRAIN_SECTIONS)
 
         def snapshot(state: TrainState) -> None:
             j = len(snapshots)
             snapshots.append(({k: v.detach().clone() for k, v in state.params.items()}, {k: v.clone() for k, v in state.buffers.items()}))
             run.metrics({"lr": state.optimizer.param_groups[0]["lr"]}, step=state.step)
             for i, seed in enumerate(seeds):
-                meta = {"kind": "fge", "seed": seed, "cycle": j, "step": state.step, "start_step": s0, "steps_per_epoch": spe,
-                        "fge": dataclasses.asdict(cfg.fge), "config": {s: cfg.to_dict()[s] for s in ("data", "model", "train")}, "code": version}
+                meta = origin.meta("fge", seed=seed, cycle=j, step=state.step, start_step=s0, steps_per_epoch=spe, fge=cfg.fge)
                 checkpoint.save(out_dir / f"seed{seed}.cycle{j}.safetensors", checkpoint.Checkpoint(member(snapshots[-1][0], i), member(snapshots[-1][1], i), meta))
 
-        state = continue_seeds(cfg, data, model, starts, seeds, s0, train_cfg, snapshot)
+        state = continue_seeds(cfg, data, model, starts, seeds, s0, train_cfg, snapshot, lr_key="fge.lr1")
         budget = _budget(state.total_steps, total)
         x, y = split(data, "test", cfg.evaluation.max_examples)
         bs, chunk = cfg.evaluation.batch_size, cfg.evaluation.member_chunk
@@ -151,8 +152,7 @@ def fge(cfg: Config, data_path: Path, seeds: list[int], dirs: list[Path], out_di
         table["examples"] = x.shape[0]
         best = table[table.method == "fge"].groupby("budget").error.mean()
         run.metrics({f"fge_error_budget{b}": e for b, e in best.items()})
-        with atomic_path(out_csv) as tmp:
-            table.to_csv(tmp, index=False)
+        write_csv(out_csv, table)
     return table
 
 
@@ -162,7 +162,7 @@ def swa(cfg: Config, data_path: Path, seeds: list[int], dirs: list[Path], out_di
     s = cfg.swa
     with tracking.job(cfg.tracking, f"swa seeds {seeds}", params_of(cfg, "train", "swa"), job.tags(family="fge")) as run:
         data = data_on(data_path, device)
-        spe = data.x_train.shape[0] // cfg.train.batch_size
+        spe = steps_per_epoch(data.x_train.shape[0], cfg.train.batch_size, "train.batch_size")
         s0, length, every = iterations(s.start, spe), iterations(s.duration, spe), iterations(s.every, spe)
         if every < 1 or every > length:
             raise ValueError(f"swa.every {s.every!r} must be between 1 iteration and swa.duration {s.duration!r}")
@@ -178,16 +178,15 @@ def swa(cfg: Config, data_path: Path, seeds: list[int], dirs: list[Path], out_di
             avg_p.add(state.params)
             avg_b.add(state.buffers)
 
-        state = continue_seeds(cfg, data, model, starts, seeds, s0, train_cfg, add)
+        state = continue_seeds(cfg, data, model, starts, seeds, s0, train_cfg, add, lr_key="swa.lr")
         finals = _load_seeds(cfg, seeds, dirs, None, device)
         swa_buffers = avg_b.mean
         if has_batchnorm(model):
             swa_buffers = recompute_bn(model, avg_p.mean, swa_buffers, bn_batches(data, cfg.evaluation), cfg.evaluation.member_chunk)
-        version = code_version()
+        origin = checkpoint.Origin.of(cfg, TRAIN_SECTIONS)
         for i, seed in enumerate(seeds):
-            meta = {"kind": "swa", "seed": seed, "averaged": avg_p.count, "start_step": s0, "end_step": s0 + length, "steps_per_epoch": spe,
-                    "swa": dataclasses.asdict(s), "bn": "recomputed" if has_batchnorm(model) else "no BatchNorm",
-                    "config": {k: cfg.to_dict()[k] for k in ("data", "model", "train")}, "code": version}
+            meta = origin.meta("swa", seed=seed, averaged=avg_p.count, start_step=s0, end_step=s0 + length, steps_per_epoch=spe,
+                               swa=s, bn="recomputed" if has_batchnorm(model) else "no BatchNorm")
             checkpoint.save(out_dir / f"seed{seed}.safetensors", checkpoint.Checkpoint(member(avg_p.mean, i), member(swa_buffers, i), meta))
         methods = ["swa", "sgd (seed, full schedule)", "sgd (last iterate of the swa run)"]
         params = {k: torch.cat([avg_p.mean[k], stack([c.params for c in finals])[k], state.params[k].detach()]) for k in avg_p.mean}
@@ -201,6 +200,5 @@ def swa(cfg: Config, data_path: Path, seeds: list[int], dirs: list[Path], out_di
         table["budget"] = _budget(s0 + length, iterations(cfg.train.duration, spe))
         for (method, split_name), g in table.groupby(["method", "split"]):
             run.metrics({f"{method.split()[0]}_{split_name}_{m}": g[m].mean() for m in ("loss", "error")})
-        with atomic_path(out_csv) as tmp:
-            table.to_csv(tmp, index=False)
+        write_csv(out_csv, table)
     return table

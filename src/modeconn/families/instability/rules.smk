@@ -54,7 +54,7 @@ rule report_instability:
     output:
         report_outputs("instability"),
     params:
-        cfg=params_json(data=True, model=True, train=True, instability=True),
+        cfg=params_json(data=True, model=True, train=True, instability=True, barrier=True),
         code=code("families.instability.report"),
     conda:
         ENV

@@ -27,9 +27,9 @@ from ...core.instability import fork_seed, pair_paths
 from ...core.params import member, stack
 from ...core.paths import alphas
 from ...data import Dataset
-from ...io import atomic_path
-from ...provenance import code_version
-from ...schedules import iterations
+from ...io import write_csv
+from ...tables import path_rows
+from ...schedules import iterations, steps_per_epoch
 from ...train import MemberSeeds, TrainState, train_population
 from ...jobs import TRAIN_SECTIONS, Job, checkpoint_name, data_on, evaluate_population, params_of, skeleton
 
@@ -65,10 +65,6 @@ def children_of(trunk: int, pairs: int) -> list[Child]:
         for p in range(pairs)
         for c in (0, 1)
     ]
-
-
-def steps_per_epoch(cfg: Config, data: Dataset) -> int:
-    return data.x_train.shape[0] // cfg.train.batch_size
 
 
 def load_spawn(path: Path, step: int, device: torch.device) -> checkpoint.Checkpoint:
@@ -127,7 +123,8 @@ def fork(cfg: Config, spawn_step: str, data_path: Path, trunk_dirs: list[Path], 
     logged = {**params_of(cfg, *SECTIONS), "spawn_step": spawn_step}
     with tracking.job(cfg.tracking, f"fork at {spawn_step}", logged, job.tags(family="instability")) as run:
         data = data_on(data_path, device)
-        k = iterations(spawn_step, steps_per_epoch(cfg, data))
+        spe = steps_per_epoch(data.x_train.shape[0], cfg.train.batch_size, "train.batch_size")
+        k = iterations(spawn_step, spe)
         model = skeleton(cfg, data, device)
         children, spawns = [], []
         for trunk, directory in zip(trunks, trunk_dirs):
@@ -136,7 +133,7 @@ def fork(cfg: Config, spawn_step: str, data_path: Path, trunk_dirs: list[Path], 
                 children.append(child)
                 spawns.append(spawn)
         runs = [run.open_child(c.name, {**logged, "trunk": c.trunk, "pair": c.pair, "child": c.child, "data_seed": c.seeds.data}, job.tags(family="instability")) for c in children]
-        epochs = max(1, iterations(cfg.train.duration, steps_per_epoch(cfg, data)) // steps_per_epoch(cfg, data) // 10)
+        epochs = max(1, iterations(cfg.train.duration, spe) // spe // 10)
         state = train_children(cfg, data, model, spawns, [c.seeds for c in children], k, on_epoch=epoch_logger(runs, epochs))
         save_children(cfg, out_dir, children, state, k)
         pairs = [(i, i + 1) for i in range(0, len(children), 2)]
@@ -150,46 +147,37 @@ def fork(cfg: Config, spawn_step: str, data_path: Path, trunk_dirs: list[Path], 
         log_barriers(run, table)
         for r in runs:
             r.close()
-        with atomic_path(out_dir / "paths.csv") as tmp:
-            table.to_csv(tmp, index=False)
+        write_csv(out_dir / "paths.csv", table)
         run.artifact(out_dir / "paths.csv")
     return table
 
 
 def save_children(cfg: Config, out_dir: Path, children: list[Child], state: TrainState, spawn_step: int) -> None:
-    record, version = {s: cfg.to_dict()[s] for s in TRAIN_SECTIONS}, code_version()
+    origin = checkpoint.Origin.of(cfg, TRAIN_SECTIONS)
     for i, c in enumerate(children):
-        meta = {
-            "kind": "fork",
-            "trunk": c.trunk,
-            "pair": c.pair,
-            "child": c.child,
-            "spawn_step": spawn_step,
-            "seeds": dataclasses.asdict(c.seeds),
-            **state.progress(),
-            "config": record,
-            "code": version,
-        }
+        meta = origin.meta("fork", trunk=c.trunk, pair=c.pair, child=c.child, spawn_step=spawn_step, seeds=c.seeds, **state.progress())
         params = {k: v.detach() for k, v in member(state.params, i).items()}
         checkpoint.save(out_dir / f"{c.name}.safetensors", checkpoint.Checkpoint(params, member(state.buffers, i), meta))
 
 
-def barriers(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Barrier of loss and error per path (grouped by `keys` + split), with the endpoints' mean."""
-    rows = []
-    for group_keys, group in table.groupby([*keys, "split"], sort=True):
-        group = group.sort_values("alpha")
-        row = dict(zip([*keys, "split"], group_keys))
-        for metric in ("loss", "error"):
-            values = torch.tensor(group[metric].to_numpy())
-            row[f"{metric}_barrier"] = barrier_math.barrier(values).item()
-            row[f"{metric}_endpoints"] = 0.5 * (values[0] + values[-1]).item()
-        row["points"] = len(group)
-        row["bn_reset"] = bool(group["bn_reset"].iloc[0])
-        rows.append(row)
-    return pd.DataFrame(rows)
+def barriers(table: pd.DataFrame, keys: list[str], kind: str = barrier_math.MAX_MINUS_MEAN) -> pd.DataFrame:
+    """Barrier (definition `kind`) of loss and error per path (grouped by `keys` + split), with the
+    endpoints' mean: one row per path, columns keys…, split, loss_barrier, loss_endpoints,
+    error_barrier, error_endpoints, points, bn_reset, barrier_definition (tables.path_rows, side by side)."""
+    rows = path_rows(table, [*keys, "split"], kind)
+    wide = []
+    for group, path in rows.groupby([*keys, "split"], sort=False):
+        row = dict(zip([*keys, "split"], group))
+        for r in path.itertuples():
+            row[f"{r.metric}_barrier"], row[f"{r.metric}_endpoints"] = r.barrier, r.endpoint_mean
+        wide.append({**row, "points": int(path.points.iloc[0]), "bn_reset": bool(path.bn_reset.iloc[0]), "barrier_definition": kind})
+    return pd.DataFrame(wide)
 
 
 def log_barriers(run, table: pd.DataFrame) -> None:
-    for r in barriers(table, ["trunk", "pair"]).itertuples():
-        run.metrics({f"trunk{r.trunk}.pair{r.pair}.{r.split}_error_barrier": r.error_barrier, f"trunk{r.trunk}.pair{r.pair}.{r.split}_loss_barrier": r.loss_barrier})
+    """Loss and error barrier of every (trunk, pair, split) path under every definition, each named,
+    so that the reports choose one (evaluation.barrier) without rerunning the job."""
+    for kind in barrier_math.KINDS:
+        for r in barriers(table, ["trunk", "pair"], kind).itertuples():
+            name = f"trunk{r.trunk}.pair{r.pair}.{r.split}"
+            run.metrics({f"{name}_error_barrier_{kind}": r.error_barrier, f"{name}_loss_barrier_{kind}": r.loss_barrier})

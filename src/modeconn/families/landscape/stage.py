@@ -24,7 +24,7 @@ from ...core import directions as dirs
 from ...core.params import combine, stack
 from ...core.paths import linear_coefficients
 from ...data import Dataset
-from ...io import atomic_path
+from ...io import write_csv
 from ...train import generator
 from ...jobs import Job, load_network, load_networks, data_on, evaluate_population, params_of, skeleton
 
@@ -126,8 +126,7 @@ def around(cfg: Config, data_path: Path, center_path: Path, directions_path: Pat
         at_min = table[(table.alpha == 0) & (table.beta == 0)]
         run.metrics({f"center_{r.split}_loss": r.loss for r in at_min.itertuples()})
         run.metrics({"max_train_loss": table[table.split == "train"].loss.max()})
-        with atomic_path(out_csv) as tmp:
-            table.to_csv(tmp, index=False)
+        write_csv(out_csv, table)
     return table
 
 
@@ -155,8 +154,7 @@ def between(cfg: Config, data_path: Path, path_a: Path, path_b: Path, out_csv: P
         for i, x in enumerate(alpha.tolist()):
             rows = table[table.alpha == x]
             run.metrics({f"{r.split}_{m}": getattr(r, m) for r in rows.itertuples() for m in ("loss", "error")}, step=i)
-        with atomic_path(out_csv) as tmp:
-            table.to_csv(tmp, index=False)
+        write_csv(out_csv, table)
     return table
 
 

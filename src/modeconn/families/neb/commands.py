@@ -16,7 +16,7 @@ def neb_connect(args, cfg) -> None:
 def report_neb(args, cfg) -> None:
     from . import report
 
-    report.write(args.neb, args.linear, args.out_dir)
+    report.write(args.neb, args.linear, args.out_dir, cfg.evaluation.barrier)
 
 
 def register(command) -> None:

@@ -43,7 +43,7 @@ rule report_neb:
     output:
         report_outputs("neb"),
     params:
-        cfg=params_json(),
+        cfg=params_json(barrier=True),
         code=code("families.neb.report"),
     conda:
         ENV

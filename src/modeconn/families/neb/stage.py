@@ -18,8 +18,8 @@ from ...core import neb as neb_math
 from ...core.params import stack
 from ...core.population import evaluate, has_batchnorm, recompute_bn
 from ...data import Dataset
-from ...io import atomic_path, write_json
-from ...provenance import code_version
+from ...io import write_csv, write_json
+from ...schedules import steps_per_epoch
 from ...train import generator
 from ...jobs import Job, load_networks, bn_batches, data_on, evaluate_population, params_of, skeleton
 
@@ -42,7 +42,7 @@ class NetworkSurface:
     def __init__(self, cfg: Config, data: Dataset, model: torch.nn.Module, spec: neb_math.FlatSpec, buffers: dict, key: tuple):
         self.cfg, self.data, self.model, self.spec, self.buffers, self.key = cfg, data, model, spec, buffers, key
         self.n = data.x_train.shape[0]
-        self.spe = max(self.n // cfg.neb.batch_size, 1)
+        self.spe = steps_per_epoch(self.n, cfg.neb.batch_size, "neb.batch_size")
         self._orders: dict[int, torch.Tensor] = {}
         self.bn = has_batchnorm(model)
 
@@ -121,20 +121,11 @@ def connect(cfg: Config, data_path: Path, path_a: Path, path_b: Path, out: Path,
 def _save(cfg: Config, out: Path, surface: NetworkSurface, result: neb_math.NebResult, seed_a, seed_b, table: pd.DataFrame) -> None:
     params, buffers = surface.state(result.pivots)
     train = table[table.split == "train"]
-    meta = {
-        "kind": "path",
-        "path": "polychain",
-        "anchors": int(result.pivots.shape[0]),
-        "seeds": [seed_a, seed_b],
-        "method": "autoneb",
-        "saddle_train_loss": float(train.loss.max()),
-        "saddle_t": float(train.t.iloc[int(train.loss.to_numpy().argmax())]),
-        "cycles": result.history,
-        "bn_reset": surface.bn,
-        "config": {s: cfg.to_dict()[s] for s in SECTIONS},
-        "code": code_version(),
-    }
+    meta = checkpoint.Origin.of(cfg, SECTIONS).meta(
+        "path", path="polychain", anchors=int(result.pivots.shape[0]), seeds=[seed_a, seed_b], method="autoneb",
+        saddle_train_loss=float(train.loss.max()), saddle_t=float(train.t.iloc[int(train.loss.to_numpy().argmax())]),
+        cycles=result.history, bn_reset=surface.bn,
+    )
     checkpoint.save(out, checkpoint.Checkpoint(params, buffers, meta))
-    with atomic_path(out.with_suffix(".csv")) as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv(out.with_suffix(".csv"), table)
     write_json(out.with_suffix(".json"), {"seed_a": seed_a, "seed_b": seed_b, "cycles": result.history})

@@ -99,7 +99,7 @@ rule report_rebasin:
     output:
         report_outputs("rebasin"),
     params:
-        cfg=params_json(data=True, model=True, rebasin=True),
+        cfg=params_json(data=True, model=True, rebasin=True, barrier=True),
         pairs=[f"results/rebasin/pairs/seed{a}-seed{b}" for a, b in SEED_PAIRS],
         code=code("families.rebasin.report"),
     conda:

@@ -6,7 +6,8 @@ match   one pair of seeds → for every method (none, weight, activation, ste): 
         per layer at α = ½ before and after REPAIR → results/rebasin/pairs/seed<a>-seed<b>/
 train-width  seeds at one width of the width sweep (the seeds' training, other model width and
         length) → results/rebasin/width/w<w>/seed<s>.safetensors
-sweep   every pair of one width's seeds, every method → barriers of the plain paths (one CSV per width)
+sweep   every pair of one width's seeds, every method → barriers of the plain paths under every
+        definition (column barrier_definition; one CSV per width)
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from ...core import permutation as perm
 from ...core.params import combine, member, stack
 from ...core.paths import alphas, linear_coefficients
 from ...data import Dataset
-from ...io import atomic_path, write_json
+from ...io import write_csv, write_json
+from ...tables import all_path_rows, path_rows
 from ...models import permutation_spec, width_key
 from ...provenance import code_version
 from ...train import generator
@@ -149,18 +151,19 @@ def analyse_pair(cfg: Config, data: Dataset, inp: Inputs, a: checkpoint.Checkpoi
     return paths, collapses, info, matched
 
 
-def barriers(paths: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, correction, split, metric) group of a paths table: barrier and endpoints."""
-    rows = []
-    keys = [c for c in ("seed_a", "seed_b", "width", "method", "correction", "split") if c in paths]
-    for group, sel in paths.groupby(keys, sort=False):
-        sel = sel.sort_values("alpha")
-        for metric in ("loss", "error"):
-            v = torch.tensor(sel[metric].to_numpy())
-            rows.append({**dict(zip(keys, group)), "metric": metric, "barrier": barrier_math.barrier(v).item(),
-                         "endpoint_mean": 0.5 * (v[0] + v[-1]).item(), "peak_alpha": barrier_math.argmax_alpha(v, torch.tensor(sel.alpha.to_numpy())).item(),
-                         "points": len(v), "bn_reset": bool(sel.bn_reset.iloc[0])})
-    return pd.DataFrame(rows)
+def _path_keys(paths: pd.DataFrame) -> list[str]:
+    return [c for c in ("seed_a", "seed_b", "width", "method", "correction", "split") if c in paths]
+
+
+def barriers(paths: pd.DataFrame, kind: str = barrier_math.MAX_MINUS_MEAN) -> pd.DataFrame:
+    """One row per (method, correction, split, metric) group of a paths table: barrier (definition
+    `kind`), endpoints, peak and where it lies (tables.path_rows), in the paths' order."""
+    return path_rows(paths, _path_keys(paths), kind, sort=False)
+
+
+def all_barriers(paths: pd.DataFrame) -> pd.DataFrame:
+    """barriers under every definition, told apart by the barrier_definition column (what jobs record)."""
+    return all_path_rows(paths, _path_keys(paths), sort=False)
 
 
 def _load_pair(cfg: Config, path_a: Path, path_b: Path, device) -> tuple[checkpoint.Checkpoint, checkpoint.Checkpoint]:
@@ -170,8 +173,8 @@ def _load_pair(cfg: Config, path_a: Path, path_b: Path, device) -> tuple[checkpo
 
 def _log_method(run, method: str, tables: list[pd.DataFrame], info: dict) -> None:
     for t in tables:
-        for row in barriers(t).itertuples():
-            run.metrics({f"{method}_{row.correction}_{row.split}_{row.metric}_barrier": row.barrier})
+        for row in all_barriers(t).itertuples():
+            run.metrics({f"{method}_{row.correction}_{row.split}_{row.metric}_barrier_{row.barrier_definition}": row.barrier})
     run.metrics({f"{method}_match_seconds": info["seconds"]})
     for i, v in enumerate(info["history"]):
         run.metrics({f"{method}_{'ste_midpoint_loss' if method == 'ste' else 'objective'}": v}, step=i)
@@ -191,17 +194,14 @@ def match_pair(cfg: Config, data_path: Path, path_a: Path, path_b: Path, out_dir
         paths.insert(0, "seed_b", sb)
         paths.insert(0, "seed_a", sa)
         coll = coll.assign(seed_a=sa, seed_b=sb)
-        version = code_version()
+        # the permuted network was made by B's config and the rebasin section
+        origin = checkpoint.Origin({**b.meta.get("config", {}), "rebasin": cfg.to_dict()["rebasin"]}, code_version())
         for method, (pm, bm, perms) in matched.items():
-            meta = {"kind": "matched", "method": method, "seed": sb, "reference_seed": sa, "seeds": [sa, sb],
-                    "reference": str(path_a), "source": str(path_b), "step": b.meta.get("step"),
-                    "permutation": {p: v.tolist() for p, v in perms.items()},
-                    "config": {**b.meta.get("config", {}), "rebasin": cfg.to_dict()["rebasin"]}, "code": version}
+            meta = origin.meta("matched", method=method, seed=sb, reference_seed=sa, seeds=[sa, sb], reference=str(path_a), source=str(path_b),
+                               step=b.meta.get("step"), permutation={p: v.tolist() for p, v in perms.items()})
             checkpoint.save(out_dir / f"{method}.safetensors", checkpoint.Checkpoint(pm, bm, meta))
-        with atomic_path(out_dir / "paths.csv") as tmp:
-            paths.to_csv(tmp, index=False)
-        with atomic_path(out_dir / "collapse.csv") as tmp:
-            coll.to_csv(tmp, index=False)
+        write_csv(out_dir / "paths.csv", paths)
+        write_csv(out_dir / "collapse.csv", coll)
         write_json(out_dir / "matching.json", {"seed_a": sa, "seed_b": sb, "methods": info})
         for f in ("paths.csv", "matching.json"):
             run.artifact(out_dir / f)
@@ -244,10 +244,11 @@ def sweep_width(cfg: Config, width: int, data_path: Path, in_dir: Path, out_csv:
         for sa, sb in itertools.combinations(width_seeds(cfg), 2):
             a, b = _load_pair(wcfg, in_dir / checkpoint_name(sa), in_dir / checkpoint_name(sb), device)
             paths = analyse_pair(wcfg, data, inp, a, b, ("width", width, sa, sb))[0]
-            tables.append(barriers(paths.assign(seed_a=sa, seed_b=sb, width=width)))
+            # every definition: the report picks evaluation.barrier without rerunning the sweep
+            tables.append(all_barriers(paths.assign(seed_a=sa, seed_b=sb, width=width)))
         table = pd.concat(tables, ignore_index=True)
-        for row in table.groupby(["method", "correction", "split", "metric"]).barrier.mean().reset_index().itertuples():
-            run.metrics({f"{row.method}_{row.correction}_{row.split}_{row.metric}_barrier": row.barrier})
-        with atomic_path(out_csv) as tmp:
-            table.to_csv(tmp, index=False)
+        by = ["method", "correction", "split", "metric", "barrier_definition"]
+        for row in table.groupby(by).barrier.mean().reset_index().itertuples():
+            run.metrics({f"{row.method}_{row.correction}_{row.split}_{row.metric}_barrier_{row.barrier_definition}": row.barrier})
+        write_csv(out_csv, table)
     return table

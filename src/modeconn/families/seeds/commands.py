@@ -22,7 +22,7 @@ def interpolate(args, cfg) -> None:
 def report_seeds(args, cfg) -> None:
     from . import report
 
-    report.write(args.csvs, args.out_dir)
+    report.write(args.csvs, args.out_dir, cfg.evaluation.barrier)
 
 
 def register(command) -> None:

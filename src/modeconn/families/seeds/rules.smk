@@ -70,7 +70,7 @@ rule report_seeds:
     output:
         report_outputs("seeds"),
     params:
-        cfg=params_json(),
+        cfg=params_json(barrier=True),
         code=code("families.seeds.report"),
     conda:
         ENV

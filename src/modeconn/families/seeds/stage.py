@@ -8,7 +8,10 @@ report     every pair → barrier table, figure, DVC metrics (see report/seeds.p
 
 from __future__ import annotations
 
-import dataclasses
+import os
+import shutil
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -16,20 +19,52 @@ import torch
 
 from ... import checkpoint, tracking
 from ...config import Config
-from ...core import barrier as barrier_math
 from ...core.params import combine, member, stack
 from ...core.paths import alphas, linear_coefficients
 from ...core.population import evaluate
 from ...data import Dataset
-from ...io import atomic_path
-from ...provenance import code_version
+from ...io import write_csv
+from ...tables import all_path_rows
 from ...train import MemberSeeds, TrainState, init_population, member_optimizer_state, train_population
 from ...jobs import TRAIN_SECTIONS, Job, checkpoint_name, load_networks, data_on, evaluate_population, params_of, skeleton, split
+
+def resume_every_s() -> float:
+    """Seconds between resume points of a training job (MODECONN_RESUME_EVERY_S, default 300): a
+    killed job loses at most about this much work; results do not depend on it."""
+    return float(os.environ.get("MODECONN_RESUME_EVERY_S", "300"))
+
+
+def resume_dir(out_dir: Path) -> Path:
+    """Where a training job keeps its resume points and step checkpoints until it completes: a
+    hidden sibling of its output folder, which Snakemake deletes before it reruns a killed job."""
+    return out_dir.parent / f".{out_dir.name}.resume"
+
+
+def _resume_point(work: Path, seeds: list[int], origin: checkpoint.Origin, device) -> list[checkpoint.Checkpoint] | None:
+    """The members' last resume point if it was made by this configuration and code, else None."""
+    paths = [work / f"seed{s}.resume.safetensors" for s in seeds]
+    if not all(p.is_file() for p in paths):
+        return None
+    try:
+        ckpts = [checkpoint.load(p, device) for p in paths]
+    except checkpoint.CheckpointError as err:
+        print(f"resume point unusable ({err}); training from the start", file=sys.stderr)
+        return None
+    metas = [c.meta for c in ckpts]
+    if any(m["config"] != origin.config or m["code"] != origin.code for m in metas) or len({m["step"] for m in metas}) != 1:
+        print(f"resume point in {work} was made by another configuration or code; training from the start", file=sys.stderr)
+        return None
+    return ckpts
+
 
 def train(cfg: Config, seeds: list[int], data_path: Path, out_dir: Path, job: Job, family: str = "seeds") -> list[Path]:
     """Train `seeds` as one population; write one checkpoint per seed (and per checkpoint step).
 
-    `family` labels the MLflow runs (another family may train its own seeds, e.g. a width sweep)."""
+    Resumable: every `resume_every_s()` seconds (at the end of an epoch) the members' weights,
+    buffers and optimizer state are saved in `resume_dir(out_dir)`, where the step checkpoints
+    also wait until the job completes; a rerun of a killed job continues from there and gives the
+    same checkpoints, bit for bit, as an uninterrupted run (data order and augmentation depend
+    only on seed and step). `family` labels the MLflow runs (e.g. the width sweep's seeds)."""
     device = job.setup()
     data = data_on(data_path, device)
     model, params, buffers = init_population(lambda: skeleton(cfg, data, torch.device("cpu")), seeds)
@@ -38,29 +73,40 @@ def train(cfg: Config, seeds: list[int], data_path: Path, out_dir: Path, job: Jo
     buffers = {k: v.to(device) for k, v in buffers.items()}
     member_seeds = [MemberSeeds.same(s) for s in seeds]
     x_test, y_test = split(data, "test", cfg.evaluation.max_examples)
-    config_record = {s: cfg.to_dict()[s] for s in TRAIN_SECTIONS}
-    version = code_version()
+    origin = checkpoint.Origin.of(cfg, TRAIN_SECTIONS)
+    work = resume_dir(out_dir)
+    start, optimizer_states = 0, None
+    resumed = _resume_point(work, seeds, origin, device)
+    if resumed is not None:
+        params, buffers = stack([c.params for c in resumed]), stack([c.buffers for c in resumed])
+        start, optimizer_states = resumed[0].meta["step"], [c.optimizer for c in resumed]
+        print(f"resuming seeds {seeds} from their resume point at step {start} ({work})", file=sys.stderr, flush=True)
+    elif work.exists():
+        shutil.rmtree(work)
 
     def save(state: TrainState, final: bool) -> None:
         for i, seed in enumerate(seeds):
-            meta = {
-                "kind": "seed",
-                "seed": seed,
-                "seeds": dataclasses.asdict(member_seeds[i]),
-                **state.progress(),
-                "config": config_record,
-                "code": version,
-            }
+            meta = origin.meta("seed", seed=seed, seeds=member_seeds[i], **state.progress())
             ckpt = checkpoint.Checkpoint(
                 member(state.params, i),
                 member(state.buffers, i),
                 meta,
                 optimizer={} if final else member_optimizer_state(state, i),
             )
-            checkpoint.save(out_dir / checkpoint_name(seed, None if final else state.step), ckpt)
+            folder = out_dir if final else work  # step checkpoints wait beside the resume points
+            checkpoint.save(folder / checkpoint_name(seed, None if final else state.step), ckpt)
+
+    last_point = [time.monotonic()]
+
+    def save_resume_point(state: TrainState) -> None:
+        for i, seed in enumerate(seeds):
+            meta = origin.meta("resume", seed=seed, seeds=member_seeds[i], **state.progress())
+            ckpt = checkpoint.Checkpoint(member(state.params, i), member(state.buffers, i), meta, member_optimizer_state(state, i))
+            checkpoint.save(work / f"seed{seed}.resume.safetensors", ckpt)
+        last_point[0] = time.monotonic()
 
     logged, tags = params_of(cfg, *TRAIN_SECTIONS), job.tags(family=family)
-    with tracking.job(cfg.tracking, f"train seeds {seeds}", logged, tags) as run:
+    with tracking.job(cfg.tracking, f"train seeds {seeds}", logged, {**tags, "resumed_from_step": str(start)}) as run:
         # One child run per network, with the job's params and tags, so each seed is found alone.
         children = [run.open_child(f"seed{s}", {**logged, "seed": s, "population": len(seeds)}, tags) for s in seeds]
 
@@ -77,6 +123,8 @@ def train(cfg: Config, seeds: list[int], data_path: Path, out_dir: Path, job: Jo
                     },
                     step=epoch,
                 )
+            if state.step < state.total_steps and time.monotonic() - last_point[0] >= resume_every_s():
+                save_resume_point(state)
 
         state = train_population(
             model,
@@ -86,10 +134,16 @@ def train(cfg: Config, seeds: list[int], data_path: Path, out_dir: Path, job: Jo
             data.y_train,
             cfg.train,
             member_seeds,
+            start_step=start,
+            member_optimizer_states=optimizer_states,
             on_checkpoint=lambda s: save(s, final=False),
             on_epoch=on_epoch,
         )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for step_file in work.glob("seed*.step*.safetensors"):
+            os.replace(step_file, out_dir / step_file.name)
         save(state, final=True)
+        shutil.rmtree(work, ignore_errors=True)
         for child in children:
             child.close()
     return [out_dir / checkpoint_name(s) for s in seeds]
@@ -128,9 +182,9 @@ def interpolate(cfg: Config, data_path: Path, path_a: Path, path_b: Path, out_cs
         for i in range(points):
             rows = table[table.index % points == i]  # row i of each split
             run.metrics({f"{r.split}_{m}": getattr(r, m) for r in rows.itertuples() for m in ("loss", "error")}, step=i)
-        for name, values in table.groupby("split"):
-            run.metrics({f"{name}_{m}_barrier": barrier_math.barrier(torch.tensor(values[m].to_numpy())).item() for m in ("loss", "error")})
-        with atomic_path(out_csv) as tmp:
-            table.to_csv(tmp, index=False)
+        # every definition, each named: the report picks one (evaluation.barrier) without rerunning this job
+        for r in all_path_rows(table, ["split"]).itertuples():
+            run.metrics({f"{r.split}_{r.metric}_barrier_{r.barrier_definition}": r.barrier})
+        write_csv(out_csv, table)
         run.artifact(out_csv)
     return table

@@ -17,23 +17,16 @@ import torch.nn.functional as F
 from ... import checkpoint, tracking
 from ...config import Config
 from ...core import simplex as simplex_math
-from ...core.params import select, stack
+from ...core.optimizers import make_optimizer
+from ...core.params import require_finite, select, stack
 from ...core.population import evaluate, forward, has_batchnorm, mode, recompute_bn
 from ...data import Dataset
-from ...io import atomic_path
-from ...provenance import code_version
-from ...schedules import iterations
+from ...io import write_csv
+from ...schedules import iterations, steps_per_epoch
 from ...train import generator
 from ...jobs import Job, load_networks, bn_batches, data_on, params_of, skeleton, split
 
 SECTIONS = ("data", "model", "evaluation", "simplex")
-
-
-def _optimizer(cfg: Config, tensors: list[torch.Tensor]) -> torch.optim.Optimizer:
-    s = cfg.simplex
-    if s.optimizer == "sgd":
-        return torch.optim.SGD(tensors, lr=s.lr, momentum=s.momentum)
-    return torch.optim.Adam(tensors, lr=s.lr)
 
 
 def _with_bn(cfg: Config, data: Dataset, model, params: dict, buffers: dict) -> dict:
@@ -52,10 +45,10 @@ def train_vertex(cfg: Config, data: Dataset, model, frozen: dict, buffers: dict,
     s = cfg.simplex
     k, v = next(iter(frozen.values())).shape[:2]
     n = data.x_train.shape[0]
-    spe = max(n // s.batch_size, 1)
+    spe = steps_per_epoch(n, s.batch_size, "simplex.batch_size")
     total = iterations(s.duration, spe)
     new = {name: t.mean(1).clone().requires_grad_(True) for name, t in frozen.items()}  # centroid start
-    opt = _optimizer(cfg, list(new.values()))
+    opt = make_optimizer(s.optimizer, list(new.values()), s.lr, s.momentum)
     # One sampling stream per simplex (keyed by its seed), so K simplexes trained together draw
     # exactly what each would draw alone.
     gens = [generator("simplex", sd, v) for sd in seeds]
@@ -80,6 +73,8 @@ def train_vertex(cfg: Config, data: Dataset, model, frozen: dict, buffers: dict,
         loss.backward()
         opt.step()
         sums += torch.tensor([ce.mean().item(), log_vol.mean().item(), 1.0], dtype=torch.float64)
+        if (step + 1) % spe == 0:
+            require_finite(f"simplex vertex {v + 1}", step + 1, "simplex.lr", sums, *new.values())
         if (step + 1) % spe == 0 and on_epoch is not None:
             on_epoch(v + 1, (step + 1) // spe, {"train_loss": sums[0] / sums[2], "log_volume": sums[1] / sums[2]})
             sums.zero_()
@@ -189,10 +184,8 @@ def grow(cfg: Config, data_path: Path, paths: list[Path], out_dir: Path, job: Jo
         points = pd.concat(tables, ignore_index=True)
         ens = ensemble_table(cfg, data, model, vertices, vbuffers, seed_params, seed_buffers, seeds)
         _save(cfg, out_dir, vertices, vbuffers, seeds, model)
-        with atomic_path(out_dir / "points.csv") as tmp:
-            points.to_csv(tmp, index=False)
-        with atomic_path(out_dir / "ensemble.csv") as tmp:
-            ens.to_csv(tmp, index=False)
+        write_csv(out_dir / "points.csv", points)
+        write_csv(out_dir / "ensemble.csv", ens)
         final = ens[ens.members == len(seeds)].set_index("method")
         run.metrics({f"{m}_test_error": final.loc[m, "error"] for m in final.index} | {f"{m}_test_nll": final.loc[m, "nll"] for m in final.index})
     return points
@@ -200,17 +193,12 @@ def grow(cfg: Config, data_path: Path, paths: list[Path], out_dir: Path, job: Jo
 
 def _save(cfg: Config, out_dir: Path, vertices: dict, buffers: dict, seeds: list[int], model) -> None:
     vol = simplex_math.volume(simplex_math.flat_vertices(vertices, 1))
+    origin = checkpoint.Origin.of(cfg, SECTIONS)
     for i, seed in enumerate(seeds):
-        meta = {
-            "kind": "simplex",
-            "vertices": int(next(iter(vertices.values())).shape[1]),
-            "seed": seed,
-            "method": "spro",
-            "volume": float(vol[i]),
-            "note": "vertex 0 is the trained seed; the simplex of size j is the first j vertices; BN buffers (if any) are vertex 0's and must be recomputed at any point",
-            "config": {s: cfg.to_dict()[s] for s in SECTIONS},
-            "code": code_version(),
-        }
+        meta = origin.meta(
+            "simplex", vertices=int(next(iter(vertices.values())).shape[1]), seed=seed, method="spro", volume=float(vol[i]),
+            note="vertex 0 is the trained seed; the simplex of size j is the first j vertices; BN buffers (if any) are vertex 0's and must be recomputed at any point",
+        )
         params = {k: t[i] for k, t in vertices.items()}
         bufs = {k: t[i] for k, t in buffers.items()}
         checkpoint.save(out_dir / f"seed{seed}.safetensors", checkpoint.Checkpoint(params, bufs, meta))
