@@ -32,11 +32,6 @@ from ...jobs import Job, load_networks, bn_batches, data_on, evaluate_population
 SECTIONS = ("data", "model", "curves")
 
 
-def _endpoints(cfg: Config, path_a: Path, path_b: Path, device: torch.device) -> tuple[checkpoint.Checkpoint, checkpoint.Checkpoint]:
-    a, b = load_networks(cfg, [path_a, path_b], device)
-    return a, b
-
-
 def _load_curve(path: Path, device: torch.device) -> checkpoint.Checkpoint:
     ckpt = checkpoint.load(path, device)
     if ckpt.meta.get("kind") != "path" or ckpt.meta.get("path") not in ("bezier", "polychain"):
@@ -72,7 +67,7 @@ def train(cfg: Config, data_path: Path, path_a: Path, path_b: Path, outs: list[P
     logged = {**params_of(cfg, *SECTIONS), "checkpoint_a": str(path_a), "checkpoint_b": str(path_b)}
     with tracking.job(cfg.tracking, f"train curves {path_a.stem}-{path_b.stem}", logged, job.tags(family="curves")) as run:
         data = data_on(data_path, device)
-        a, b = _endpoints(cfg, path_a, path_b, device)
+        a, b = load_networks(cfg, [path_a, path_b], device)
         model = skeleton(cfg, data, device)
         line = curve_math.line_anchors(a.params, b.params, c.anchors)  # [M, ...]
         line_buffers = curve_math.line_anchors(a.buffers, b.buffers, c.anchors)
@@ -163,7 +158,7 @@ def evaluate(cfg: Config, data_path: Path, path_a: Path, path_b: Path, curve_pat
     logged = {**params_of(cfg, "evaluation", "curves"), "checkpoint_a": str(path_a), "checkpoint_b": str(path_b)}
     with tracking.job(cfg.tracking, f"evaluate curves {path_a.stem}-{path_b.stem}", logged, job.tags(family="curves")) as run:
         data = data_on(data_path, device)
-        a, b = _endpoints(cfg, path_a, path_b, device)
+        a, b = load_networks(cfg, [path_a, path_b], device)
         curves = [_load_curve(p, device) for p in curve_paths]
         for path, ck in zip(curve_paths, curves):
             _check_endpoints(a, b, ck, path)
@@ -234,7 +229,7 @@ def plane(cfg: Config, data_path: Path, path_a: Path, path_b: Path, curve_paths:
     logged = {**params_of(cfg, "evaluation", "curves"), "checkpoint_a": str(path_a), "checkpoint_b": str(path_b)}
     with tracking.job(cfg.tracking, f"curve plane {path_a.stem}-{path_b.stem}", logged, job.tags(family="curves")) as run:
         data = data_on(data_path, device)
-        a, b = _endpoints(cfg, path_a, path_b, device)
+        a, b = load_networks(cfg, [path_a, path_b], device)
         model = skeleton(cfg, data, device)
         t = alphas(cfg.curves.points)
         curves = [_load_curve(p, device) for p in curve_paths]

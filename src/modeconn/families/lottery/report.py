@@ -128,6 +128,18 @@ def definitions(cfg: Config, points: int, bn: bool = False) -> str:
     )
 
 
+def sparsity_axis(ax, remaining_percent) -> None:
+    """The x axis of both lottery figures: % weights remaining, log scale, sparser to the right
+    (as in the papers), a tick at every level."""
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ticks = sorted(remaining_percent)
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:.1f}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("prunable weights remaining (%, log scale)")
+
+
 def accuracy_figure(accs: pd.DataFrame, path: Path) -> None:
     test = accs[accs.split == "test"]
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
@@ -137,13 +149,7 @@ def accuracy_figure(accs: pd.DataFrame, path: Path) -> None:
     for (variant, label), color in zip(VARIANTS.items(), sns.color_palette("deep", 3)):
         sel = test[test.variant == variant].sort_values("level")
         ax.errorbar(sel.remaining_percent, 100 * sel.accuracy_mean, yerr=100 * sel.accuracy_std, marker="o", capsize=3, color=color, label=label)
-    ax.set_xscale("log")
-    ax.invert_xaxis()  # sparser to the right, as in the papers
-    ticks = sorted(test[test.variant == "imp"].remaining_percent.unique())
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([f"{t:.1f}" for t in ticks])
-    ax.minorticks_off()
-    ax.set_xlabel("prunable weights remaining (%, log scale)")
+    sparsity_axis(ax, test[test.variant == "imp"].remaining_percent.unique())
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("IMP tickets vs random pruning and reinitialisation")
     ax.legend(fontsize=8)
@@ -157,13 +163,7 @@ def stability_figure(stabs: pd.DataFrame, threshold: float, path: Path) -> None:
         sel = stabs[stabs.split == split].sort_values("level")
         ax.errorbar(sel.remaining_percent, 100 * sel.instability_mean, yerr=100 * sel.instability_std, marker="o", capsize=3, color=color, label=f"{split} error barrier")
     ax.axhline(100 * threshold, color="grey", ls="--", label=f"stability threshold ({100 * threshold:g}%)")
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ticks = sorted(stabs.remaining_percent.unique())
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([f"{t:.1f}" for t in ticks])
-    ax.minorticks_off()
-    ax.set_xlabel("prunable weights remaining (%, log scale)")
+    sparsity_axis(ax, stabs.remaining_percent.unique())
     ax.set_ylabel("instability of the ticket (percentage points)")
     ax.set_title("Instability of the rewound IMP ticket vs sparsity")
     ax.legend(fontsize=8)

@@ -166,11 +166,6 @@ def all_barriers(paths: pd.DataFrame) -> pd.DataFrame:
     return all_path_rows(paths, _path_keys(paths), sort=False)
 
 
-def _load_pair(cfg: Config, path_a: Path, path_b: Path, device) -> tuple[checkpoint.Checkpoint, checkpoint.Checkpoint]:
-    a, b = load_networks(cfg, [path_a, path_b], device)
-    return a, b
-
-
 def _log_method(run, method: str, tables: list[pd.DataFrame], info: dict) -> None:
     for t in tables:
         for row in all_barriers(t).itertuples():
@@ -186,7 +181,7 @@ def match_pair(cfg: Config, data_path: Path, path_a: Path, path_b: Path, out_dir
     logged = {**params_of(cfg, *SECTIONS), "checkpoint_a": str(path_a), "checkpoint_b": str(path_b)}
     with tracking.job(cfg.tracking, f"rebasin {path_a.stem}-{path_b.stem}", logged, job.tags(family="rebasin")) as run:
         data = data_on(data_path, device)
-        a, b = _load_pair(cfg, path_a, path_b, device)
+        a, b = load_networks(cfg, [path_a, path_b], device)
         inp = inputs(cfg, data, device)
         perm.check(inp.spec, a.params, a.buffers)
         sa, sb = a.meta.get("seed"), b.meta.get("seed")
@@ -242,7 +237,7 @@ def sweep_width(cfg: Config, width: int, data_path: Path, in_dir: Path, out_csv:
         inp = inputs(wcfg, data, device)
         tables = []
         for sa, sb in itertools.combinations(width_seeds(cfg), 2):
-            a, b = _load_pair(wcfg, in_dir / checkpoint_name(sa), in_dir / checkpoint_name(sb), device)
+            a, b = load_networks(wcfg, [in_dir / checkpoint_name(sa), in_dir / checkpoint_name(sb)], device)
             paths = analyse_pair(wcfg, data, inp, a, b, ("width", width, sa, sb))[0]
             # every definition: the report picks evaluation.barrier without rerunning the sweep
             tables.append(all_barriers(paths.assign(seed_a=sa, seed_b=sb, width=width)))
