@@ -498,9 +498,9 @@ def test_only_the_diverged_member_is_named():
 def test_progress_lines_in_a_log(capsys, monkeypatch, every_s, epochs):
     """Not on a terminal (a job's log): a line after an epoch when `every_s` has passed, always after
     the first and the last, with step, loss, error, throughput and ETA."""
-    import modeconn.train as train_module
+    import modeconn.progress as progress_module
 
-    monkeypatch.setattr(train_module, "PROGRESS_EVERY_S", every_s)
+    monkeypatch.setattr(progress_module, "PROGRESS_EVERY_S", every_s)
     train(MLP, dataclasses.replace(OPTIMIZERS["adam"], duration="3ep"), SEEDS[:2])
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch ")]
     assert [int(line.split()[1].split("/")[0]) for line in lines] == epochs

@@ -97,6 +97,12 @@ def read_meta(path: str | Path) -> dict:
     return _header(Path(path))["meta"]
 
 
+def recorded_digest(path: str | Path) -> str:
+    """The SHA-256 recorded in the header (cheap: the tensors are not read): it names the file's
+    content, e.g. to tell whether a resume point was made from these very inputs."""
+    return _header(Path(path))["sha256"]
+
+
 def _header(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")

@@ -3,6 +3,11 @@
 Files get the usual mode of a new file (0666 minus the process umask, e.g. 0644), not the 0600
 of the temporary file, so a team folder or a shared DVC cache can read them. JSON is strict
 (RFC 8259): a NaN or infinity is an error naming the file and the key, never a bare `NaN`.
+
+Evaluation tables are checked here too, in the one writer every evaluation job uses: given the
+job's input checkpoints, `write_csv` refuses a table whose measurements (loss, error, NLL, Hessian
+trace) hold a NaN or infinity, naming the file, the column, the row and the inputs, and writes
+nothing. A diverged or overflowing network then stops its job instead of becoming `nan` in a report.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ import contextlib
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 def _file_mode() -> int:
@@ -66,7 +72,62 @@ def write_json(path: str | Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
-def write_csv(path: str | Path, frame) -> None:
-    """Write a pandas DataFrame as CSV (no index), atomically."""
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+# Columns of an evaluation table that hold a measurement of networks: loss, error, NLL and Hessian
+# trace, alone or as a suffix (test_loss, ensemble_nll, hessian_loss), and the barrier summaries of
+# a path (barrier, endpoint_mean, peak: tables.path_rows). None of them is ever
+# legitimately non-finite: NaN there means a diverged or overflowing network. Other columns may hold
+# NaN by design (t of a minimum, the disagreement of train rows, eigenvalues ARPACK did not converge
+# on, which eig_converged records).
+MEASURED = re.compile(r"(?:.+_)?(?:loss|error|nll|trace|barrier)|endpoint_mean|peak")
+
+
+class NonFiniteError(ValueError):
+    """An evaluation job's table holds a non-finite measurement: the job fails and writes nothing."""
+
+
+def check_measurements(path: str | Path, frame, inputs: Iterable[str | Path], rows=None) -> None:
+    """Raise NonFiniteError unless every measurement (numeric columns named as in MEASURED) of
+    `frame` is finite; `rows` (a boolean Series) limits the check to the rows that hold
+    measurements (e.g. the grid rows of a curve plane, whose other rows carry only coordinates).
+    The message names the file, the columns, the first bad row and the job's `inputs`."""
+    import numpy as np
+    import pandas as pd
+
+    checked = frame if rows is None else frame[rows]
+    columns = [c for c in checked.columns
+               if MEASURED.fullmatch(str(c)) and pd.api.types.is_numeric_dtype(checked[c]) and not pd.api.types.is_bool_dtype(checked[c])]
+    if not columns:
+        return
+    bad = ~np.isfinite(checked[columns].to_numpy(dtype=float))
+    if not bad.any():
+        return
+    row_mask = bad.any(axis=1)
+    first = checked[row_mask].iloc[0]
+    label = ", ".join(f"{c}={first[c]}" for c in checked.columns if c not in columns)[:300]
+    names = [str(p) for p in inputs]
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    raise NonFiniteError(
+        f"{path}: refusing to write non-finite {', '.join(c for c, b in zip(columns, bad.any(axis=0)) if b)} (NaN or infinity) in "
+        f"{int(row_mask.sum())} of {len(checked)} rows, first at {label or 'row ' + str(first.name)}; the networks evaluated from "
+        f"{shown or 'the inputs'} give non-finite values (diverged or overflowing weights); nothing was written")
+
+
+def write_csvs(frames: dict, inputs: Iterable[str | Path] | None = None) -> None:
+    """Write several DataFrames ({path: frame}) as CSV, atomically. With `inputs` (the checkpoint
+    files an evaluation job read) every table is first checked (`check_measurements`), all of them
+    before the first is written, so a job that fails the check leaves none of them behind."""
+    if inputs is not None:
+        inputs = list(inputs)
+        for path, frame in frames.items():
+            check_measurements(path, frame, inputs)
+    for path, frame in frames.items():
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, index=False)
+
+
+def write_csv(path: str | Path, frame, inputs: Iterable[str | Path] | None = None, rows=None) -> None:
+    """Write a pandas DataFrame as CSV (no index), atomically; with `inputs`, only after
+    `check_measurements` (over `rows`, default all) passed."""
+    if inputs is not None:
+        check_measurements(path, frame, inputs, rows)
+    write_csvs({path: frame})

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import sys
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,12 +28,8 @@ from .config import TrainConfig
 from .core.optimizers import make_optimizer
 from .core.params import DivergenceError, TensorDict, module_state, size, stack
 from .core.population import forward
+from .progress import ProgressLog
 from .schedules import iterations, lr_factor, steps_per_epoch
-
-
-# A job's log gets a progress line at the end of an epoch when this many seconds have passed since
-# the last one (and always after the first and the last epoch), when stderr is not a terminal.
-PROGRESS_EVERY_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -232,7 +227,7 @@ def train_population(
     weights are checked; a non-finite one raises DivergenceError naming the step, the members and
     `lr_key`, the learning-rate key to lower (so no non-finite checkpoint is ever written). When
     stderr is not a terminal (a workflow job's log), a progress line per epoch is written at most
-    every PROGRESS_EVERY_S seconds: epoch, step, mean loss and error, throughput and ETA.
+    every progress.PROGRESS_EVERY_S seconds: epoch, step, mean loss and error, throughput and ETA.
     """
     k, n = size(params), x_train.shape[0]
     if len(seeds) != k:
@@ -258,7 +253,7 @@ def train_population(
     orders: dict[int, Tensor] = {}
     model.train()
     steps = tqdm(range(start_step, end), desc="train", unit="it", disable=not sys.stderr.isatty(), leave=False)
-    progress = ProgressLog(start_step, end, spe, enabled=not sys.stderr.isatty())
+    log = ProgressLog(start_step, end, spe)
     for step in steps:
         state.step = step
         if step in checkpoints and on_checkpoint is not None:
@@ -287,7 +282,7 @@ def train_population(
         if (step + 1) % spe == 0:
             state.step = step + 1
             check_finite(leaves, sums[0] / spe, seeds, step + 1, lr_key)
-            progress.epoch_done(step + 1, sums[0] / spe, sums[1] / spe)
+            log.update(step + 1, {"train loss": sums[0].mean() / spe, "error": sums[1].mean() / spe})
             if on_epoch is not None:
                 on_epoch(epoch + 1, {"train_loss": sums[0] / spe, "train_error": sums[1] / spe}, state)
             sums.zero_()
@@ -319,33 +314,6 @@ def check_finite(params: TensorDict, losses: Tensor | None, seeds: list[MemberSe
     raise DivergenceError(
         f"training diverged at step {step}: non-finite loss or weights in population member(s) {bad} "
         f"(init seeds {[seeds[i].init for i in bad]}); lower {lr_key} (or add warm-up: train.warmup) and rerun")
-
-
-class ProgressLog:
-    """Progress lines for a log file (tqdm covers terminals): epoch, step, loss, error, it/s, ETA."""
-
-    def __init__(self, start: int, end: int, steps_per_epoch: int, enabled: bool, every_s: float | None = None):
-        self.start, self.end, self.spe, self.enabled = start, end, steps_per_epoch, enabled
-        self.every_s = PROGRESS_EVERY_S if every_s is None else every_s
-        self.t0 = self.last = time.monotonic()
-        self.first = True
-
-    def epoch_done(self, step: int, loss: Tensor, error: Tensor) -> None:
-        now = time.monotonic()
-        if not self.enabled or not (self.first or step >= self.end or now - self.last >= self.every_s):
-            return
-        rate = (step - self.start) / max(now - self.t0, 1e-9)
-        eta = (self.end - step) / max(rate, 1e-9)
-        epochs = -(-self.end // self.spe)
-        print(f"epoch {step // self.spe}/{epochs}  step {step}/{self.end}  train loss {loss.mean().item():.4f}"
-              f"  error {error.mean().item():.4f}  {rate:.1f} it/s  ETA {_duration(eta)}", file=sys.stderr, flush=True)
-        self.first, self.last = False, now
-
-
-def _duration(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
 def _check_masks(masks: TensorDict | None, params: TensorDict) -> TensorDict:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..schedules import curve_factor, iterations, steps_per_epoch
+from .optimizers import FitState, load_optimizer_tensors, optimizer_tensors
 from .params import TensorDict, combine, flat_norm, require_finite, stack
 from .paths import path_coefficients
 from .population import forward
@@ -99,25 +100,43 @@ def train_curves(
     settings: CurveTraining,
     generator: Callable[..., torch.Generator],
     on_epoch: Callable[[int, Tensor, float], None] | None = None,
+    start: FitState | None = None,
+    on_state: Callable[[FitState], None] | None = None,
 ) -> TensorDict:
     """Optimise the bends [C, M−2, ...] of C curves with fixed endpoints [C, 2, ...]; return them.
 
     `buffers` [C, ...] are used (and updated in place by BatchNorm in train mode) at every sampled
     point. `generator(*keys)` gives seeded generators: ("order", epoch) for the data order and
     ("t",) for the stream of t. `on_epoch(epoch, mean_loss [C], lr)` after every epoch.
+
+    Resuming: after every epoch `on_state` gets the loop's FitState (bends, buffers, optimizer
+    state, the position of the t stream); given back as `start`, the loop continues from that
+    epoch exactly as if it had not stopped (the data order is a function of the epoch alone).
     """
     n = x.shape[0]
     spe = steps_per_epoch(n, settings.batch_size, "curves.batch_size")
     total = iterations(settings.duration, spe)
     schedule = garipov_schedule(total)
     anchors_count = next(iter(endpoints.values())).shape[1] + next(iter(bends.values())).shape[1]
+    first = 0
+    if start is not None:
+        if start.step % spe:
+            raise ValueError(f"curve training resumes at an epoch boundary, not at step {start.step} ({spe} steps per epoch)")
+        first = start.step
+        bends = {k: start.tensors[f"bends/{k}"] for k in bends}
+        with torch.no_grad():
+            for k, b in buffers.items():
+                b.copy_(start.tensors[f"buffers/{k}"])
     leaves = {k: v.detach().clone().requires_grad_(v.is_floating_point()) for k, v in bends.items()}
     trainable = [v for v in leaves.values() if v.requires_grad]
     optimizer = settings.optimizer(trainable)
     t_stream = generator("t")
+    if start is not None:
+        load_optimizer_tensors(optimizer, start.optimizer)
+        t_stream.set_state(start.generators["t"])
     sums = torch.zeros(len(kinds), dtype=torch.float64, device=x.device)
     model.train()
-    for step in range(total):
+    for step in range(first, total):
         epoch, j = divmod(step, spe)
         if j == 0:
             order = torch.randperm(n, generator=generator("order", epoch)).to(x.device)
@@ -140,6 +159,9 @@ def train_curves(
             if on_epoch is not None:
                 on_epoch(epoch + 1, sums / spe, optimizer.param_groups[0]["lr"])
             sums.zero_()
+            if on_state is not None and step + 1 < total:
+                tensors = {f"bends/{k}": v.detach() for k, v in leaves.items()} | {f"buffers/{k}": v for k, v in buffers.items()}
+                on_state(FitState(step + 1, tensors, optimizer_tensors(optimizer), {"t": t_stream.get_state()}))
     model.eval()
     return {k: v.detach() for k, v in leaves.items()}
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -185,11 +186,13 @@ def ste_matching(
     lr: float,
     batch_size: int,
     max_sweeps: int = 100,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> MatchResult:
     """Straight-through estimator (Ainsworth et al. Alg. 2). The proxy θ̃ starts at θ_A, so step 0 is
     weight matching; every step re-matches θ_B to θ̃ (warm-started) and takes one Adam step on the
     minibatch loss of ½(θ_A + θ̃ + sg(π(θ_B) − θ̃)). history: midpoint loss on (x_eval, y_eval) of
-    each step's π; the π with the lowest one is returned."""
+    each step's π; the π with the lowest one is returned. `on_step(step, midpoint loss)` after each
+    of the steps + 1 evaluations (e.g. progress lines)."""
     params_a, buffers_a = state_a
     proxy = {k: v.detach().clone().requires_grad_(True) for k, v in params_a.items()}
     optimizer = make_optimizer("adam", list(proxy.values()), lr)
@@ -202,6 +205,8 @@ def ste_matching(
             loss = _midpoint_loss(model, {k: 0.5 * (params_a[k] + pb[k]) for k in pb}, buffers_a, x_eval, y_eval).item()
         require_finite("straight-through estimator", step, "rebasin.ste_lr", torch.tensor(loss), *detached.values())
         result.history.append(loss)
+        if on_step is not None:
+            on_step(step, loss)
         if loss < best:
             best, result.perms = loss, {p: v.clone() for p, v in perms.items()}
         if step == steps:

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, grad_and_value, vmap
 
-from .optimizers import make_optimizer
+from .optimizers import FitState, load_optimizer_tensors, make_optimizer, optimizer_tensors
 from .params import TensorDict, require_finite
 from .paths import path_coefficients
 
@@ -215,17 +215,23 @@ DenseFn = Callable[[Tensor], Tensor]  # points [N, D] → energy [N]
 
 
 def optimise(x: Tensor, grad_fn: GradFn, steps: int, lr: float, spring: float | None, optimizer: str = "sgd",
-             momentum: float = 0.0, first_step: int = 0, on_step: Callable[[int, Tensor], None] | None = None) -> Tensor:
+             momentum: float = 0.0, first_step: int = 0, on_step: Callable[[int, Tensor], None] | None = None,
+             optimizer_state: dict[str, Tensor] | None = None,
+             after_step: Callable[[int, Tensor, dict[str, Tensor]], None] | None = None) -> Tensor:
     """`steps` NEB steps on the interior pivots of x [M, D]; returns the new pivots (endpoints unchanged).
 
     The optimiser sees −F as the gradient of the interior pivots, so SGD moves them by lr · F.
-    spring None means k = ∞: redistribute to equal spacing after every step.
+    spring None means k = ∞: redistribute to equal spacing after every step. `optimizer_state`
+    (core.optimizers.optimizer_tensors) continues an interrupted run; `after_step(steps done, x,
+    optimizer tensors)` is called after every step, for resume points.
     """
     x = x.detach().clone()
     if x.shape[0] < 3:
         return x
     inner = x[1:-1].clone().requires_grad_(True)
     opt = make_optimizer(optimizer, [inner], lr, momentum=momentum)
+    if optimizer_state is not None:
+        load_optimizer_tensors(opt, optimizer_state)
     for step in range(first_step, first_step + steps):
         full = torch.cat([x[:1], inner.detach(), x[-1:]])
         energy, grad = grad_fn(full, step)
@@ -237,26 +243,48 @@ def optimise(x: Tensor, grad_fn: GradFn, steps: int, lr: float, spring: float | 
                 inner.copy_(redistribute(torch.cat([x[:1], inner, x[-1:]]))[1:-1])
         if on_step is not None:
             on_step(step, energy.detach())
+        if after_step is not None:
+            after_step(step + 1, torch.cat([x[:1], inner.detach(), x[-1:]]), optimizer_tensors(opt))
     return torch.cat([x[:1], inner.detach(), x[-1:]])
 
 
 def autoneb(a: Tensor, b: Tensor, cycles: list[Cycle], grad_fn: GradFn, dense_fn: DenseFn, per_segment: int,
             spring: float | None, optimizer: str = "sgd", momentum: float = 0.0,
-            on_step: Callable[[int, Tensor], None] | None = None) -> NebResult:
-    """AutoNEB between minima a, b [D]: cycles of insertion, NEB optimisation and dense evaluation."""
-    x = torch.stack([a, b])
-    t = dense_t(2, per_segment)
-    values = dense_fn(points_at(x, t))
-    history, step = [], 0
+            on_step: Callable[[int, Tensor], None] | None = None,
+            start: FitState | None = None, on_state: Callable[[FitState], None] | None = None) -> NebResult:
+    """AutoNEB between minima a, b [D]: cycles of insertion, NEB optimisation and dense evaluation.
+
+    Resuming: after every step `on_state` gets a FitState (steps done, the pivots, the optimizer
+    state, and in `extra` the cycle and the history so far); given back as `start`, AutoNEB
+    continues inside that cycle (its pivots are already inserted) exactly as if it had not stopped.
+    """
+    history, step, first = [], 0, 0
+    if start is None:
+        x = torch.stack([a, b])
+        t = dense_t(2, per_segment)
+        values = dense_fn(points_at(x, t))
+    else:  # the resumed cycle's insertion is done; its dense evaluation follows its steps
+        x, step, first, history = start.tensors["pivots"], start.step, start.extra["cycle"], list(start.extra["history"])
     for i, cycle in enumerate(cycles):
-        if cycle.method == "equal":
-            x = insert_equal(x, cycle.insert)
-        elif cycle.method == "highest":
-            x = insert_highest(x, t, values, cycle.insert)
-        else:
-            raise ValueError(f"neb cycle {i}: unknown insertion method {cycle.method!r}")
-        x = optimise(x, grad_fn, cycle.steps, cycle.lr, spring, optimizer, momentum, step, on_step)
-        step += cycle.steps
+        if i < first:
+            continue
+        begin = sum(c.steps for c in cycles[:i])
+        resumed = start is not None and i == first
+        if not resumed:
+            if cycle.method == "equal":
+                x = insert_equal(x, cycle.insert)
+            elif cycle.method == "highest":
+                x = insert_highest(x, t, values, cycle.insert)
+            else:
+                raise ValueError(f"neb cycle {i}: unknown insertion method {cycle.method!r}")
+
+        def after_step(done: int, pivots: Tensor, opt: dict[str, Tensor], i: int = i) -> None:
+            if on_state is not None:
+                on_state(FitState(done, {"pivots": pivots}, opt, {}, {"cycle": i, "history": list(history)}))
+
+        x = optimise(x, grad_fn, begin + cycle.steps - step, cycle.lr, spring, optimizer, momentum, step, on_step,
+                     start.optimizer if resumed else None, after_step)
+        step = begin + cycle.steps
         t = dense_t(x.shape[0], per_segment)
         values = dense_fn(points_at(x, t))
         history.append({"cycle": i, "method": cycle.method, "pivots": x.shape[0], "steps": step,

@@ -20,6 +20,14 @@ class RunningAverage:
         self.count = 0
         self.mean: TensorDict = {}
 
+    @classmethod
+    def resumed(cls, mean: TensorDict, count: int) -> "RunningAverage":
+        """The average of `count` states whose mean is `mean` (as a resume point saved it): adding
+        to it gives exactly what adding to the original would have."""
+        avg = cls()
+        avg.mean, avg.count = dict(mean), count
+        return avg
+
     @torch.no_grad()
     def add(self, state: TensorDict) -> None:
         self.count += 1

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ... import checkpoint, tracking
+from ... import checkpoint, resume, tracking
 from ...config import Config
 from ...core import curves as curve_math
 from ...core import ensemble
@@ -25,7 +25,9 @@ from ...core.optimizers import make_optimizer
 from ...core.params import combine, member, select, stack
 from ...core.paths import alphas, path_coefficients
 from ...core.population import has_batchnorm, recompute_bn
-from ...io import write_csv
+from ...io import write_csv, write_csvs
+from ...progress import ProgressLog
+from ...schedules import iterations, steps_per_epoch
 from ...train import generator
 from ...jobs import Job, load_networks, bn_batches, data_on, evaluate_population, params_of, skeleton, split
 
@@ -59,7 +61,10 @@ def _chunked(cfg: Config, max_examples: int | None = None) -> Config:
 
 
 def train(cfg: Config, data_path: Path, path_a: Path, path_b: Path, outs: list[Path], job: Job) -> None:
-    """Train one curve per kind in curves.kinds between two seeds (all kinds as one population)."""
+    """Train one curve per kind in curves.kinds between two seeds (all kinds as one population).
+
+    Resumable (modeconn.resume: a point beside the first output after every epoch when due), with
+    a progress line per epoch in the job's log (modeconn.progress)."""
     c, kinds = cfg.curves, list(cfg.curves.kinds)
     if len(outs) != len(kinds):
         raise ValueError(f"{len(outs)} output paths for the {len(kinds)} curve kinds {kinds}")
@@ -78,13 +83,19 @@ def train(cfg: Config, data_path: Path, path_a: Path, path_b: Path, outs: list[P
             optimizer=lambda tensors: make_optimizer(c.optimizer, tensors, c.lr, c.momentum), lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size, duration=c.duration
         )
         seed_a, seed_b = a.meta.get("seed"), b.meta.get("seed")
+        points = resume.Resume(outs[0], resume.identity(cfg, SECTIONS, [path_a, path_b]), f"curve training {path_a.stem}-{path_b.stem}")
+        made = points.load_fit("curves", device)
+        start = made[0] if made is not None else None
+        spe = steps_per_epoch(data.x_train.shape[0], c.batch_size, "curves.batch_size")
+        log = ProgressLog(0 if start is None else start.step, iterations(c.duration, spe), spe, label="curve training")
 
         def on_epoch(epoch: int, loss: torch.Tensor, lr: float) -> None:
             run.metrics({**{f"{kind}_train_loss": loss[i].item() for i, kind in enumerate(kinds)}, "lr": lr}, step=epoch)
+            log.update(epoch * spe, {"loss": loss.mean()})
 
         bends = curve_math.train_curves(
             model, endpoints, bends, buffers, kinds, data.x_train, data.y_train, settings,
-            lambda *keys: generator("curves", c.seed, seed_a, seed_b, *keys), on_epoch,
+            lambda *keys: generator("curves", c.seed, seed_a, seed_b, *keys), on_epoch, start, points.fit_saver("curves"),
         )
         anchors = curve_math.assemble(endpoints, bends)
         origin = checkpoint.Origin.of(cfg, SECTIONS)
@@ -92,6 +103,7 @@ def train(cfg: Config, data_path: Path, path_a: Path, path_b: Path, outs: list[P
             meta = origin.meta("path", path=kind, anchors=c.anchors, seeds=[seed_a, seed_b], endpoints=[str(path_a), str(path_b)],
                                bn="anchor running statistics are stale: recompute them at every t before evaluating")
             checkpoint.save(out, checkpoint.Checkpoint(member(anchors, i), line_buffers, meta))
+        points.complete()
 
 
 # ----------------------------------------------------------------------------- along the paths
@@ -188,8 +200,7 @@ def evaluate(cfg: Config, data_path: Path, path_a: Path, path_b: Path, curve_pat
                 for metric in ("loss", "error"):
                     summ = curve_math.path_summary(torch.tensor(g[metric].to_numpy()), lengths)
                     run.metrics({f"{kind}_{split_name}_{metric}_{k}": v for k, v in summ.items()})
-        write_csv(out_along, table)
-        write_csv(out_ensembles, ens)
+        write_csvs({out_along: table, out_ensembles: ens}, inputs=[path_a, path_b, *curve_paths])
     return table
 
 
@@ -242,5 +253,6 @@ def plane(cfg: Config, data_path: Path, path_a: Path, path_b: Path, curve_paths:
         grid = table[table.role == "grid"]
         for (kind, split_name), g in grid.groupby(["curve", "split"]):
             run.metrics({f"{kind}_{split_name}_loss_min": g.loss.min(), f"{kind}_{split_name}_error_min": g.error.min()})
-        write_csv(out_csv, table)
+        # only the grid rows are measurements: the curve and anchor rows carry plane coordinates
+        write_csv(out_csv, table, inputs=[path_a, path_b, *curve_paths], rows=table.role == "grid")
     return table

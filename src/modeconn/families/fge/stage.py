@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ... import checkpoint, tracking
+from ... import checkpoint, resume, tracking
 from ...config import Config
 from ...core import ensemble
 from ...core.params import member, stack
@@ -55,24 +55,40 @@ def _load_seeds(cfg: Config, seeds: list[int], dirs: list[Path], step: int | Non
     return out
 
 
-def continue_seeds(cfg: Config, data, model, starts: list[checkpoint.Checkpoint], seeds: list[int], start: int, train_cfg, on_checkpoint,
+def continue_seeds(cfg: Config, data, model, begin: resume.PopulationStart, seeds: list[int], train_cfg, on_checkpoint,
                    on_epoch=None, lr_key: str = "train.lr") -> TrainState:
-    """Resume every seed's training at `start` under `train_cfg`, as one population; `lr_key`
-    names the learning-rate key a divergence error asks to lower."""
+    """Continue every seed's training from `begin` (their checkpoints at the method's start, or the
+    job's resume point) under `train_cfg`, as one population; `lr_key` names the learning-rate key
+    a divergence error asks to lower."""
     return train_population(
         model,
-        stack([c.params for c in starts]),
-        stack([c.buffers for c in starts]),
+        begin.params,
+        begin.buffers,
         data.x_train,
         data.y_train,
         train_cfg,
         [MemberSeeds.same(s) for s in seeds],
-        start_step=start,
-        member_optimizer_states=[c.optimizer for c in starts],
+        start_step=begin.step,
+        member_optimizer_states=begin.optimizer_states,
         on_checkpoint=on_checkpoint,
         on_epoch=on_epoch,
         lr_key=lr_key,
     )
+
+
+def _files(seeds: list[int], dirs: list[Path], step: int | None) -> list[Path]:
+    """Every seed's checkpoint file at `step` (None: final), as `_load_seeds` reads them."""
+    return [Path(d) / checkpoint_name(s, step) for s, d in zip(seeds, dirs)]
+
+
+def _begin(cfg: Config, method: str, seeds: list[int], dirs: list[Path], step: int, out_dir: Path, device) -> tuple[resume.Resume, resume.PopulationStart]:
+    """The job's resume points and where its population starts: the resume point if there is one,
+    else every seed's checkpoint at `step` (with its optimizer state)."""
+    starts = _load_seeds(cfg, seeds, dirs, step, device)
+    points = resume.Resume(out_dir, resume.identity(cfg, ("data", "model", "train", method), _files(seeds, dirs, step), seeds=seeds), f"{method} seeds {seeds}")
+    begin = points.start_population("population", stack([c.params for c in starts]), stack([c.buffers for c in starts]), step,
+                                    [c.optimizer for c in starts], device)
+    return points, begin
 
 
 def fge_schedule(cfg: Config, spe: int) -> tuple[object, list[int]]:
@@ -113,7 +129,10 @@ def ensemble_rows(method: str, logp_by_seed: dict[int, torch.Tensor], y, budget:
 
 
 def fge(cfg: Config, data_path: Path, seeds: list[int], dirs: list[Path], out_dir: Path, out_csv: Path, job: Job) -> pd.DataFrame:
-    """FGE from every seed's checkpoint at fge.start; snapshots, ensemble table at equal budget."""
+    """FGE from every seed's checkpoint at fge.start; snapshots, ensemble table at equal budget.
+
+    Resumable (modeconn.resume): a resume point holds the population and the snapshots taken so
+    far; the snapshot checkpoints are written once training is complete."""
     device = job.setup()
     with tracking.job(cfg.tracking, f"fge seeds {seeds}", params_of(cfg, "train", "fge"), job.tags(family="fge")) as run:
         data = data_on(data_path, device)
@@ -122,24 +141,28 @@ def fge(cfg: Config, data_path: Path, seeds: list[int], dirs: list[Path], out_di
         train_cfg, snaps = fge_schedule(cfg, spe)
         s0 = iterations(cfg.fge.start, spe)
         _check_start("fge", s0, cfg, spe)
-        starts = _load_seeds(cfg, seeds, dirs, s0, device)
+        points, begin = _begin(cfg, "fge", seeds, dirs, s0, out_dir, device)
         model = skeleton(cfg, data, device)
-        snapshots: list[tuple[dict, dict]] = []
-        origin = checkpoint.Origin.of(cfg, TRAIN_SECTIONS)
+        # (step, params, buffers) of every snapshot so far, the resumed ones first
+        saved = resume.split(begin.extra)
+        snapshots = []
+        for j, step in enumerate(begin.extra_state.get("steps", [])):
+            parts = resume.split(saved[str(j)])
+            snapshots.append((step, resume.ordered(parts["params"], begin.params), resume.ordered(parts.get("buffers", {}), begin.buffers)))
 
         def snapshot(state: TrainState) -> None:
-            j = len(snapshots)
-            snapshots.append(({k: v.detach().clone() for k, v in state.params.items()}, {k: v.clone() for k, v in state.buffers.items()}))
+            snapshots.append((state.step, {k: v.detach().clone() for k, v in state.params.items()}, {k: v.clone() for k, v in state.buffers.items()}))
             run.metrics({"lr": state.optimizer.param_groups[0]["lr"]}, step=state.step)
-            for i, seed in enumerate(seeds):
-                meta = origin.meta("fge", seed=seed, cycle=j, step=state.step, start_step=s0, steps_per_epoch=spe, fge=cfg.fge)
-                checkpoint.save(out_dir / f"seed{seed}.cycle{j}.safetensors", checkpoint.Checkpoint(member(snapshots[-1][0], i), member(snapshots[-1][1], i), meta))
 
-        state = continue_seeds(cfg, data, model, starts, seeds, s0, train_cfg, snapshot, lr_key="fge.lr1")
+        def taken() -> tuple[dict, dict]:
+            tensors = {f"{j}/{part}/{k}": v for j, (_, p, b) in enumerate(snapshots) for part, d in (("params", p), ("buffers", b)) for k, v in d.items()}
+            return tensors, {"steps": [step for step, _, _ in snapshots]}
+
+        state = continue_seeds(cfg, data, model, begin, seeds, train_cfg, snapshot, points.population_saver("population", extra=taken), lr_key="fge.lr1")
         budget = _budget(state.total_steps, total)
         x, y = split(data, "test", cfg.evaluation.max_examples)
         bs, chunk = cfg.evaluation.batch_size, cfg.evaluation.member_chunk
-        snap_logp = torch.stack([ensemble.log_probs(model, p, b, x, bs, chunk) for p, b in snapshots], 1)  # [K, S, N, C]
+        snap_logp = torch.stack([ensemble.log_probs(model, p, b, x, bs, chunk) for _, p, b in snapshots], 1)  # [K, S, N, C]
         finals = _load_seeds(cfg, seeds, dirs, None, device)
         final_logp = ensemble.log_probs(model, stack([c.params for c in finals]), stack([c.buffers for c in finals]), x, bs, chunk)
         rows = []
@@ -152,12 +175,20 @@ def fge(cfg: Config, data_path: Path, seeds: list[int], dirs: list[Path], out_di
         table["examples"] = x.shape[0]
         best = table[table.method == "fge"].groupby("budget").error.mean()
         run.metrics({f"fge_error_budget{b}": e for b, e in best.items()})
-        write_csv(out_csv, table)
+        write_csv(out_csv, table, inputs=_files(seeds, dirs, s0) + _files(seeds, dirs, None))
+        origin = checkpoint.Origin.of(cfg, TRAIN_SECTIONS)
+        for j, (step, params, buffers) in enumerate(snapshots):
+            for i, seed in enumerate(seeds):
+                meta = origin.meta("fge", seed=seed, cycle=j, step=step, start_step=s0, steps_per_epoch=spe, fge=cfg.fge)
+                checkpoint.save(out_dir / f"seed{seed}.cycle{j}.safetensors", checkpoint.Checkpoint(member(params, i), member(buffers, i), meta))
+        points.complete()
     return table
 
 
 def swa(cfg: Config, data_path: Path, seeds: list[int], dirs: list[Path], out_dir: Path, out_csv: Path, job: Job) -> pd.DataFrame:
-    """SWA from every seed's checkpoint at swa.start; compared with the SGD solutions."""
+    """SWA from every seed's checkpoint at swa.start; compared with the SGD solutions.
+
+    Resumable (modeconn.resume): a resume point holds the population and the running averages."""
     device = job.setup()
     s = cfg.swa
     with tracking.job(cfg.tracking, f"swa seeds {seeds}", params_of(cfg, "train", "swa"), job.tags(family="fge")) as run:
@@ -170,24 +201,26 @@ def swa(cfg: Config, data_path: Path, seeds: list[int], dirs: list[Path], out_di
         train_cfg = dataclasses.replace(cfg.train, lr=s.lr, schedule="constant", milestones=(), warmup="0it",
                                         duration=f"{s0 + length}it", checkpoint_steps=tuple(f"{k}it" for k in steps))
         _check_start("swa", s0, cfg, spe)
-        starts = _load_seeds(cfg, seeds, dirs, s0, device)
+        points, begin = _begin(cfg, "swa", seeds, dirs, s0, out_dir, device)
         model = skeleton(cfg, data, device)
-        avg_p, avg_b = RunningAverage(), RunningAverage()
+        saved = resume.split(begin.extra)
+        count = begin.extra_state.get("averaged", 0)
+        avg_p = RunningAverage.resumed(resume.ordered(saved["params"], begin.params) if count else {}, count)
+        avg_b = RunningAverage.resumed(resume.ordered(saved.get("buffers", {}), begin.buffers) if count else {}, count)
 
         def add(state: TrainState) -> None:
             avg_p.add(state.params)
             avg_b.add(state.buffers)
 
-        state = continue_seeds(cfg, data, model, starts, seeds, s0, train_cfg, add, lr_key="swa.lr")
+        def averages() -> tuple[dict, dict]:
+            tensors = {f"params/{k}": v for k, v in avg_p.mean.items()} | {f"buffers/{k}": v for k, v in avg_b.mean.items()}
+            return tensors, {"averaged": avg_p.count}
+
+        state = continue_seeds(cfg, data, model, begin, seeds, train_cfg, add, points.population_saver("population", extra=averages), lr_key="swa.lr")
         finals = _load_seeds(cfg, seeds, dirs, None, device)
         swa_buffers = avg_b.mean
         if has_batchnorm(model):
             swa_buffers = recompute_bn(model, avg_p.mean, swa_buffers, bn_batches(data, cfg.evaluation), cfg.evaluation.member_chunk)
-        origin = checkpoint.Origin.of(cfg, TRAIN_SECTIONS)
-        for i, seed in enumerate(seeds):
-            meta = origin.meta("swa", seed=seed, averaged=avg_p.count, start_step=s0, end_step=s0 + length, steps_per_epoch=spe,
-                               swa=s, bn="recomputed" if has_batchnorm(model) else "no BatchNorm")
-            checkpoint.save(out_dir / f"seed{seed}.safetensors", checkpoint.Checkpoint(member(avg_p.mean, i), member(swa_buffers, i), meta))
         methods = ["swa", "sgd (seed, full schedule)", "sgd (last iterate of the swa run)"]
         params = {k: torch.cat([avg_p.mean[k], stack([c.params for c in finals])[k], state.params[k].detach()]) for k in avg_p.mean}
         buffers = {k: torch.cat([avg_b.mean[k], stack([c.buffers for c in finals])[k], state.buffers[k]]) for k in avg_b.mean}
@@ -200,5 +233,11 @@ def swa(cfg: Config, data_path: Path, seeds: list[int], dirs: list[Path], out_di
         table["budget"] = _budget(s0 + length, iterations(cfg.train.duration, spe))
         for (method, split_name), g in table.groupby(["method", "split"]):
             run.metrics({f"{method.split()[0]}_{split_name}_{m}": g[m].mean() for m in ("loss", "error")})
-        write_csv(out_csv, table)
+        write_csv(out_csv, table, inputs=_files(seeds, dirs, s0) + _files(seeds, dirs, None))
+        origin = checkpoint.Origin.of(cfg, TRAIN_SECTIONS)
+        for i, seed in enumerate(seeds):
+            meta = origin.meta("swa", seed=seed, averaged=avg_p.count, start_step=s0, end_step=s0 + length, steps_per_epoch=spe,
+                               swa=s, bn="recomputed" if has_batchnorm(model) else "no BatchNorm")
+            checkpoint.save(out_dir / f"seed{seed}.safetensors", checkpoint.Checkpoint(member(avg_p.mean, i), member(swa_buffers, i), meta))
+        points.complete()
     return table

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ... import checkpoint, tracking
+from ... import checkpoint, resume, tracking
 from ...config import Config
 from ...core import barrier as barrier_math
 from ...core.instability import fork_seed, pair_paths
@@ -34,6 +34,8 @@ from ...train import MemberSeeds, TrainState, train_population
 from ...jobs import TRAIN_SECTIONS, Job, checkpoint_name, data_on, evaluate_population, params_of, skeleton
 
 SECTIONS = ("data", "model", "train", "evaluation", "instability")
+# what the children's training depends on (a resume point made under other values is not used)
+TRAINING = ("data", "model", "train", "instability")
 
 
 @dataclass(frozen=True)
@@ -75,14 +77,23 @@ def load_spawn(path: Path, step: int, device: torch.device) -> checkpoint.Checkp
     return ckpt
 
 
-def train_children(cfg: Config, data: Dataset, model: torch.nn.Module, spawns: list[checkpoint.Checkpoint], seeds: list[MemberSeeds], step: int, masks=None, on_epoch=None) -> TrainState:
-    """Train one child per (spawn checkpoint, seeds) from `step` to the end of the seeds' schedule, as one population."""
+def train_children(cfg: Config, data: Dataset, model: torch.nn.Module, spawns: list[checkpoint.Checkpoint], seeds: list[MemberSeeds], step: int, masks=None,
+                   on_epoch=None, points: resume.Resume | None = None, part: str = "children") -> TrainState:
+    """Train one child per (spawn checkpoint, seeds) from `step` to the end of the seeds' schedule, as one population.
+
+    With `points`, the population starts from its resume point `part` if there is one and keeps
+    one while it trains (modeconn.resume)."""
     params = stack([s.params for s in spawns])
     buffers = stack([s.buffers for s in spawns])
+    optimizer_states = [s.optimizer for s in spawns]
     schedule = dataclasses.replace(cfg.train, checkpoint_steps=())
+    if points is not None:
+        start = points.start_population(part, params, buffers, step, optimizer_states, data.x_train.device)
+        params, buffers, step, optimizer_states = start.params, start.buffers, start.step, start.optimizer_states
+        on_epoch = points.population_saver(part, on_epoch)
     return train_population(
         model, params, buffers, data.x_train, data.y_train, schedule, seeds,
-        start_step=step, member_optimizer_states=[s.optimizer for s in spawns], on_epoch=on_epoch, masks=masks,
+        start_step=step, member_optimizer_states=optimizer_states, on_epoch=on_epoch, masks=masks,
     )
 
 
@@ -115,7 +126,9 @@ def epoch_logger(children: list, every: int):
 
 
 def fork(cfg: Config, spawn_step: str, data_path: Path, trunk_dirs: list[Path], out_dir: Path, job: Job) -> pd.DataFrame:
-    """One job: fork every trunk at `spawn_step`, train the children, evaluate every pair's path."""
+    """One job: fork every trunk at `spawn_step`, train the children (resumable: modeconn.resume),
+    evaluate every pair's path. The path table is written before the children, so a non-finite
+    value in it (io.write_csv) leaves nothing written."""
     device = job.setup()
     trunks = trunk_seeds(cfg)
     if len(trunk_dirs) != len(trunks):
@@ -127,15 +140,16 @@ def fork(cfg: Config, spawn_step: str, data_path: Path, trunk_dirs: list[Path], 
         k = iterations(spawn_step, spe)
         model = skeleton(cfg, data, device)
         children, spawns = [], []
-        for trunk, directory in zip(trunks, trunk_dirs):
-            spawn = load_spawn(Path(directory) / checkpoint_name(trunk, k), k, device)
+        spawn_files = [Path(directory) / checkpoint_name(trunk, k) for trunk, directory in zip(trunks, trunk_dirs)]
+        for trunk, path in zip(trunks, spawn_files):
+            spawn = load_spawn(path, k, device)
             for child in children_of(trunk, cfg.instability.pairs):
                 children.append(child)
                 spawns.append(spawn)
+        points = resume.Resume(out_dir, resume.identity(cfg, TRAINING, spawn_files, spawn_step=k), f"instability fork at {spawn_step}")
         runs = [run.open_child(c.name, {**logged, "trunk": c.trunk, "pair": c.pair, "child": c.child, "data_seed": c.seeds.data}, job.tags(family="instability")) for c in children]
         epochs = max(1, iterations(cfg.train.duration, spe) // spe // 10)
-        state = train_children(cfg, data, model, spawns, [c.seeds for c in children], k, on_epoch=epoch_logger(runs, epochs))
-        save_children(cfg, out_dir, children, state, k)
+        state = train_children(cfg, data, model, spawns, [c.seeds for c in children], k, on_epoch=epoch_logger(runs, epochs), points=points)
         pairs = [(i, i + 1) for i in range(0, len(children), 2)]
         table = pair_table(cfg, data, model, state, pairs, cfg.instability.points)
         first = [children[a] for a, _ in pairs]
@@ -147,7 +161,9 @@ def fork(cfg: Config, spawn_step: str, data_path: Path, trunk_dirs: list[Path], 
         log_barriers(run, table)
         for r in runs:
             r.close()
-        write_csv(out_dir / "paths.csv", table)
+        write_csv(out_dir / "paths.csv", table, inputs=spawn_files)
+        save_children(cfg, out_dir, children, state, k)
+        points.complete()
         run.artifact(out_dir / "paths.csv")
     return table
 

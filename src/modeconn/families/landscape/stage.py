@@ -126,7 +126,7 @@ def around(cfg: Config, data_path: Path, center_path: Path, directions_path: Pat
         at_min = table[(table.alpha == 0) & (table.beta == 0)]
         run.metrics({f"center_{r.split}_loss": r.loss for r in at_min.itertuples()})
         run.metrics({"max_train_loss": table[table.split == "train"].loss.max()})
-        write_csv(out_csv, table)
+        write_csv(out_csv, table, inputs=[center_path, directions_path])
     return table
 
 
@@ -154,7 +154,7 @@ def between(cfg: Config, data_path: Path, path_a: Path, path_b: Path, out_csv: P
         for i, x in enumerate(alpha.tolist()):
             rows = table[table.alpha == x]
             run.metrics({f"{r.split}_{m}": getattr(r, m) for r in rows.itertuples() for m in ("loss", "error")}, step=i)
-        write_csv(out_csv, table)
+        write_csv(out_csv, table, inputs=[path_a, path_b])
     return table
 
 

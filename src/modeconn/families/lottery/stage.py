@@ -35,12 +35,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ... import checkpoint, tracking
+from ... import checkpoint, resume, tracking
 from ...config import Config
 from ...core import pruning
 from ...core.instability import fork_seed
 from ...core.params import member, stack
-from ...io import write_csv
+from ...io import write_csvs
 from ...models import model_info
 from ...schedules import iterations, steps_per_epoch
 from ...train import MemberSeeds, TrainState, generator, init_population, merge_states, optimizer_cohorts
@@ -49,6 +49,8 @@ from ..instability.stage import epoch_logger, load_spawn, log_barriers, pair_tab
 
 SECTIONS = ("data", "model", "train", "evaluation", "lottery")
 VARIANTS = ("imp", "random_prune", "reinit", "fork")
+# what the level's training depends on (a resume point made under other values is not used)
+TRAINING = ("data", "model", "train", "lottery")
 
 
 def lottery_seeds(cfg: Config) -> list[int]:
@@ -106,7 +108,9 @@ def level_members(cfg: Config, seed: int, level: int, dense, rewind, source, pre
 
 
 def level(cfg: Config, level_index: int, data_path: Path, seed_dirs: list[Path], prev_dir: Path | None, out_dir: Path, job: Job) -> pd.DataFrame:
-    """One IMP level for every lottery seed, trained as one population per optimizer history (see the module docstring)."""
+    """One IMP level for every lottery seed, trained as one population per optimizer history (see
+    the module docstring); resumable (modeconn.resume). The tables are written first, so a
+    non-finite value in them (io.write_csvs) leaves nothing written."""
     device = job.setup()
     seeds = lottery_seeds(cfg)
     if len(seed_dirs) != len(seeds):
@@ -120,41 +124,52 @@ def level(cfg: Config, level_index: int, data_path: Path, seed_dirs: list[Path],
         model = skeleton(cfg, data, device)
         info = model_info(model)
         output = f"{info.output_layer}.weight"
-        members, denses = [], []
+        members, denses, inputs = [], [], []
         for seed, directory in zip(seeds, seed_dirs):
-            dense = checkpoint.load(Path(directory) / checkpoint_name(seed), device)
-            rewind = load_spawn(Path(directory) / checkpoint_name(seed, k), k, device)
+            dense_path, rewind_path = Path(directory) / checkpoint_name(seed), Path(directory) / checkpoint_name(seed, k)
+            dense = checkpoint.load(dense_path, device)
+            rewind = load_spawn(rewind_path, k, device)
             source, prev_mask = previous(cfg, seed, level_index, dense, prev_dir, info.prunable, device)
             build = lambda: skeleton(cfg, data, torch.device("cpu"))  # noqa: E731
             members += [(seed, *m) for m in level_members(cfg, seed, level_index, dense, rewind, source, prev_mask, model, build, output)]
             denses.append(dense)
+            inputs += [dense_path, rewind_path]
+            if level_index > 1:
+                inputs += [Path(prev_dir) / f"seed{seed}.imp.safetensors", Path(prev_dir) / mask_file(seed, "imp")]
+        points = resume.Resume(out_dir, resume.identity(cfg, TRAINING, inputs, level=level_index), f"lottery level {level_index}")
         runs = [run.open_child(f"seed{s}.{v}", {**logged, "seed": s, "variant": v}, tags) for s, v, *_ in members]
         every = max(1, iterations(cfg.train.duration, spe) // spe // 10)
-        state = train_members(cfg, data, model, members, k, runs, every)
-        save_tickets(cfg, out_dir, members, state, level_index, k)
+        state = train_members(cfg, data, model, members, k, runs, every, points)
         accuracy = accuracy_table(cfg, data, model, members, state, denses, seeds, level_index)
         for r in runs:
             r.close()
         stability = stability_table(cfg, data, model, members, state, level_index)
         run.metrics({f"seed{r.seed}.{r.variant}.test_error": r.error for r in accuracy[accuracy.split == "test"].itertuples()})
         log_barriers(run, stability.rename(columns={"seed": "trunk"}).assign(pair=0))
-        write_csv(out_dir / "accuracy.csv", accuracy)
-        write_csv(out_dir / "stability.csv", stability)
+        write_csvs({out_dir / "accuracy.csv": accuracy, out_dir / "stability.csv": stability}, inputs=inputs)
+        save_tickets(cfg, out_dir, members, state, level_index, k)
+        points.complete()
         run.artifact(out_dir / "accuracy.csv")
     return accuracy
 
 
-def train_members(cfg: Config, data, model, members, k: int, runs: list, every: int) -> TrainState:
+def train_members(cfg: Config, data, model, members, k: int, runs: list, every: int, points: resume.Resume | None = None) -> TrainState:
     """Train every member (seed, variant, start checkpoint, mask, MemberSeeds) from step k under its
     mask; members with different optimizer histories (the reinit baseline's fresh state beside the
-    rewound step-k state, k > 0) train as separate populations, merged back into member order."""
+    rewound step-k state, k > 0) train as separate populations, merged back into member order.
+
+    With `points` each cohort resumes from and keeps its resume point, and a finished cohort is
+    saved as one (at its last step), so that a rerun skips it and trains only what was left."""
     starts = [start for _, _, start, _, _ in members]
     cohorts = optimizer_cohorts([start.optimizer for start in starts])
-    states = [
-        train_children(cfg, data, model, [starts[i] for i in cohort], [members[i][4] for i in cohort], k,
-                       masks=pruning.stacked_masks([members[i][3] for i in cohort]), on_epoch=epoch_logger([runs[i] for i in cohort], every))
-        for cohort in cohorts
-    ]
+    states = []
+    for c, cohort in enumerate(cohorts):
+        state = train_children(cfg, data, model, [starts[i] for i in cohort], [members[i][4] for i in cohort], k,
+                               masks=pruning.stacked_masks([members[i][3] for i in cohort]), on_epoch=epoch_logger([runs[i] for i in cohort], every),
+                               points=points, part=f"cohort{c}")
+        if points is not None:
+            points.save_population(f"cohort{c}", state)
+        states.append(state)
     return merge_states(states, cohorts)
 
 

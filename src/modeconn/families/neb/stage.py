@@ -12,13 +12,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ... import checkpoint, tracking
+from ... import checkpoint, resume, tracking
 from ...config import Config
 from ...core import neb as neb_math
 from ...core.params import stack
 from ...core.population import evaluate, has_batchnorm, recompute_bn
 from ...data import Dataset
 from ...io import write_csv, write_json
+from ...progress import ProgressLog
 from ...schedules import steps_per_epoch
 from ...train import generator
 from ...jobs import Job, load_networks, bn_batches, data_on, evaluate_population, params_of, skeleton
@@ -90,7 +91,11 @@ def path_table(surface: NetworkSurface, result: neb_math.NebResult, seed_a, seed
 
 
 def connect(cfg: Config, data_path: Path, path_a: Path, path_b: Path, out: Path, job: Job) -> pd.DataFrame:
-    """One AutoNEB job between two seeds; writes out (.safetensors), out.csv and out.json."""
+    """One AutoNEB job between two seeds; writes out (.safetensors), out.csv and out.json.
+
+    Resumable (modeconn.resume: a point beside `out` after a step when due), with progress lines
+    in the job's log (modeconn.progress). The path table is written first, so a non-finite value in
+    it (io.write_csv) leaves nothing written."""
     device = job.setup()
     logged = {**params_of(cfg, *SECTIONS), "checkpoint_a": str(path_a), "checkpoint_b": str(path_b)}
     with tracking.job(cfg.tracking, f"neb {path_a.stem}-{path_b.stem}", logged, job.tags(family="neb")) as run:
@@ -100,25 +105,33 @@ def connect(cfg: Config, data_path: Path, path_a: Path, path_b: Path, out: Path,
         model = skeleton(cfg, data, device)
         x, spec = neb_math.flatten_members(stack([a.params, b.params]))
         surface = NetworkSurface(cfg, data, model, spec, a.buffers, (seed_a, seed_b))
+        plan = cycles(cfg, surface.spe)
+        points = resume.Resume(out, resume.identity(cfg, SECTIONS, [path_a, path_b]), f"AutoNEB {path_a.stem}-{path_b.stem}")
+        made = points.load_fit("neb", device)
+        start = made[0] if made is not None else None
+        log = ProgressLog(0 if start is None else start.step, sum(c.steps for c in plan), label="AutoNEB")
 
         def on_step(step: int, energy: torch.Tensor) -> None:
             if step % 10 == 0:
                 run.metrics({"pivot_loss_max": energy.max().item(), "pivot_loss_mean": energy.mean().item(), "pivots": energy.numel()}, step=step)
+            log.update(step + 1, {"pivot loss max": energy.max(), "pivots": energy.numel()})
 
         spring = None if cfg.neb.redistribute else cfg.neb.spring
-        result = neb_math.autoneb(x[0], x[1], cycles(cfg, surface.spe), surface.grad, surface.dense, cfg.neb.dense_points,
-                                  spring, cfg.neb.optimizer, cfg.neb.momentum, on_step)
+        result = neb_math.autoneb(x[0], x[1], plan, surface.grad, surface.dense, cfg.neb.dense_points,
+                                  spring, cfg.neb.optimizer, cfg.neb.momentum, on_step, start, points.fit_saver("neb"))
         for h in result.history:
             run.metrics({"cycle_saddle_loss": h["saddle"], "cycle_pivots": h["pivots"]}, step=h["cycle"])
         table = path_table(surface, result, seed_a, seed_b)
-        _save(cfg, out, surface, result, seed_a, seed_b, table)
+        _save(cfg, out, surface, result, seed_a, seed_b, table, [path_a, path_b])
+        points.complete()
         for split, rows in table.groupby("split"):
             run.metrics({f"{split}_saddle_loss": rows.loss.max(), f"{split}_saddle_error": rows.error.max()})
         run.artifact(out.with_suffix(".csv"))
     return table
 
 
-def _save(cfg: Config, out: Path, surface: NetworkSurface, result: neb_math.NebResult, seed_a, seed_b, table: pd.DataFrame) -> None:
+def _save(cfg: Config, out: Path, surface: NetworkSurface, result: neb_math.NebResult, seed_a, seed_b, table: pd.DataFrame, inputs: list[Path]) -> None:
+    write_csv(out.with_suffix(".csv"), table, inputs=inputs)  # first: a non-finite table stops the job before any output
     params, buffers = surface.state(result.pivots)
     train = table[table.split == "train"]
     meta = checkpoint.Origin.of(cfg, SECTIONS).meta(
@@ -127,5 +140,4 @@ def _save(cfg: Config, out: Path, surface: NetworkSurface, result: neb_math.NebR
         cycles=result.history, bn_reset=surface.bn,
     )
     checkpoint.save(out, checkpoint.Checkpoint(params, buffers, meta))
-    write_csv(out.with_suffix(".csv"), table)
     write_json(out.with_suffix(".json"), {"seed_a": seed_a, "seed_b": seed_b, "cycles": result.history})

@@ -29,6 +29,7 @@ from ...core.params import combine, member, stack
 from ...core.paths import alphas, linear_coefficients
 from ...data import Dataset
 from ...io import write_csv, write_json
+from ...progress import ProgressLog
 from ...tables import all_path_rows, path_rows
 from ...models import permutation_spec, width_key
 from ...provenance import code_version
@@ -79,9 +80,10 @@ def match(cfg: Config, data: Dataset, inp: Inputs, method: str, a: checkpoint.Ch
     if method == "activation":
         return matching.activation_matching(inp.model, inp.spec, (a.params, a.buffers), (b.params, b.buffers), inp.x_act, r.activation_batch_size)
     if method == "ste":
+        log = ProgressLog(0, r.ste_steps + 1, label=f"straight-through estimator {key}")
         return matching.ste_matching(
             inp.model, inp.spec, (a.params, a.buffers), b.params, data.x_train, data.y_train, inp.x_ste, inp.y_ste,
-            g, r.ste_steps, r.ste_lr, r.ste_batch_size, r.max_sweeps,
+            g, r.ste_steps, r.ste_lr, r.ste_batch_size, r.max_sweeps, lambda step, loss: log.update(step + 1, {"midpoint loss": loss}),
         )
     raise ValueError(f"rebasin.methods: unknown method {method!r}")
 
@@ -189,13 +191,14 @@ def match_pair(cfg: Config, data_path: Path, path_a: Path, path_b: Path, out_dir
         paths.insert(0, "seed_b", sb)
         paths.insert(0, "seed_a", sa)
         coll = coll.assign(seed_a=sa, seed_b=sb)
+        # first: a non-finite value in the paths stops the job before any output is written
+        write_csv(out_dir / "paths.csv", paths, inputs=[path_a, path_b])
         # the permuted network was made by B's config and the rebasin section
         origin = checkpoint.Origin({**b.meta.get("config", {}), "rebasin": cfg.to_dict()["rebasin"]}, code_version())
         for method, (pm, bm, perms) in matched.items():
             meta = origin.meta("matched", method=method, seed=sb, reference_seed=sa, seeds=[sa, sb], reference=str(path_a), source=str(path_b),
                                step=b.meta.get("step"), permutation={p: v.tolist() for p, v in perms.items()})
             checkpoint.save(out_dir / f"{method}.safetensors", checkpoint.Checkpoint(pm, bm, meta))
-        write_csv(out_dir / "paths.csv", paths)
         write_csv(out_dir / "collapse.csv", coll)
         write_json(out_dir / "matching.json", {"seed_a": sa, "seed_b": sb, "methods": info})
         for f in ("paths.csv", "matching.json"):
@@ -236,6 +239,7 @@ def sweep_width(cfg: Config, width: int, data_path: Path, in_dir: Path, out_csv:
         data = data_on(data_path, device)
         inp = inputs(wcfg, data, device)
         tables = []
+        files = [in_dir / checkpoint_name(s) for s in width_seeds(cfg)]
         for sa, sb in itertools.combinations(width_seeds(cfg), 2):
             a, b = load_networks(wcfg, [in_dir / checkpoint_name(sa), in_dir / checkpoint_name(sb)], device)
             paths = analyse_pair(wcfg, data, inp, a, b, ("width", width, sa, sb))[0]
@@ -245,5 +249,5 @@ def sweep_width(cfg: Config, width: int, data_path: Path, in_dir: Path, out_csv:
         by = ["method", "correction", "split", "metric", "barrier_definition"]
         for row in table.groupby(by).barrier.mean().reset_index().itertuples():
             run.metrics({f"{row.method}_{row.correction}_{row.split}_{row.metric}_barrier_{row.barrier_definition}": row.barrier})
-        write_csv(out_csv, table)
+        write_csv(out_csv, table, inputs=files)
     return table

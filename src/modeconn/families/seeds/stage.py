@@ -8,16 +8,12 @@ report     every pair → barrier table, figure, DVC metrics (see report/seeds.p
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from ... import checkpoint, tracking
+from ... import checkpoint, resume, tracking
 from ...config import Config
 from ...core.params import combine, member, stack
 from ...core.paths import alphas, linear_coefficients
@@ -28,43 +24,15 @@ from ...tables import all_path_rows
 from ...train import MemberSeeds, TrainState, init_population, member_optimizer_state, train_population
 from ...jobs import TRAIN_SECTIONS, Job, checkpoint_name, load_networks, data_on, evaluate_population, params_of, skeleton, split
 
-def resume_every_s() -> float:
-    """Seconds between resume points of a training job (MODECONN_RESUME_EVERY_S, default 300): a
-    killed job loses at most about this much work; results do not depend on it."""
-    return float(os.environ.get("MODECONN_RESUME_EVERY_S", "300"))
-
-
-def resume_dir(out_dir: Path) -> Path:
-    """Where a training job keeps its resume points and step checkpoints until it completes: a
-    hidden sibling of its output folder, which Snakemake deletes before it reruns a killed job."""
-    return out_dir.parent / f".{out_dir.name}.resume"
-
-
-def _resume_point(work: Path, seeds: list[int], origin: checkpoint.Origin, device) -> list[checkpoint.Checkpoint] | None:
-    """The members' last resume point if it was made by this configuration and code, else None."""
-    paths = [work / f"seed{s}.resume.safetensors" for s in seeds]
-    if not all(p.is_file() for p in paths):
-        return None
-    try:
-        ckpts = [checkpoint.load(p, device) for p in paths]
-    except checkpoint.CheckpointError as err:
-        print(f"resume point unusable ({err}); training from the start", file=sys.stderr)
-        return None
-    metas = [c.meta for c in ckpts]
-    if any(m["config"] != origin.config or m["code"] != origin.code for m in metas) or len({m["step"] for m in metas}) != 1:
-        print(f"resume point in {work} was made by another configuration or code; training from the start", file=sys.stderr)
-        return None
-    return ckpts
-
-
 def train(cfg: Config, seeds: list[int], data_path: Path, out_dir: Path, job: Job, family: str = "seeds") -> list[Path]:
     """Train `seeds` as one population; write one checkpoint per seed (and per checkpoint step).
 
-    Resumable: every `resume_every_s()` seconds (at the end of an epoch) the members' weights,
-    buffers and optimizer state are saved in `resume_dir(out_dir)`, where the step checkpoints
-    also wait until the job completes; a rerun of a killed job continues from there and gives the
-    same checkpoints, bit for bit, as an uninterrupted run (data order and augmentation depend
-    only on seed and step). `family` labels the MLflow runs (e.g. the width sweep's seeds)."""
+    Resumable (modeconn.resume): every MODECONN_RESUME_EVERY_S seconds, at the end of an epoch, the
+    population's weights, buffers and optimizer state are saved in `resume.folder(out_dir)`, where
+    the step checkpoints also wait until the job completes; a rerun of a killed job continues from
+    there and gives the same checkpoints, bit for bit, as an uninterrupted run (data order and
+    augmentation depend only on seed and step). `family` labels the MLflow runs (e.g. the width
+    sweep's seeds)."""
     device = job.setup()
     data = data_on(data_path, device)
     model, params, buffers = init_population(lambda: skeleton(cfg, data, torch.device("cpu")), seeds)
@@ -74,15 +42,8 @@ def train(cfg: Config, seeds: list[int], data_path: Path, out_dir: Path, job: Jo
     member_seeds = [MemberSeeds.same(s) for s in seeds]
     x_test, y_test = split(data, "test", cfg.evaluation.max_examples)
     origin = checkpoint.Origin.of(cfg, TRAIN_SECTIONS)
-    work = resume_dir(out_dir)
-    start, optimizer_states = 0, None
-    resumed = _resume_point(work, seeds, origin, device)
-    if resumed is not None:
-        params, buffers = stack([c.params for c in resumed]), stack([c.buffers for c in resumed])
-        start, optimizer_states = resumed[0].meta["step"], [c.optimizer for c in resumed]
-        print(f"resuming seeds {seeds} from their resume point at step {start} ({work})", file=sys.stderr, flush=True)
-    elif work.exists():
-        shutil.rmtree(work)
+    points = resume.Resume(out_dir, resume.identity(cfg, TRAIN_SECTIONS, seeds=seeds), f"seeds {seeds}")
+    start = points.start_population("population", params, buffers, 0, None, device)
 
     def save(state: TrainState, final: bool) -> None:
         for i, seed in enumerate(seeds):
@@ -93,20 +54,11 @@ def train(cfg: Config, seeds: list[int], data_path: Path, out_dir: Path, job: Jo
                 meta,
                 optimizer={} if final else member_optimizer_state(state, i),
             )
-            folder = out_dir if final else work  # step checkpoints wait beside the resume points
+            folder = out_dir if final else points.folder  # step checkpoints wait beside the resume points
             checkpoint.save(folder / checkpoint_name(seed, None if final else state.step), ckpt)
 
-    last_point = [time.monotonic()]
-
-    def save_resume_point(state: TrainState) -> None:
-        for i, seed in enumerate(seeds):
-            meta = origin.meta("resume", seed=seed, seeds=member_seeds[i], **state.progress())
-            ckpt = checkpoint.Checkpoint(member(state.params, i), member(state.buffers, i), meta, member_optimizer_state(state, i))
-            checkpoint.save(work / f"seed{seed}.resume.safetensors", ckpt)
-        last_point[0] = time.monotonic()
-
     logged, tags = params_of(cfg, *TRAIN_SECTIONS), job.tags(family=family)
-    with tracking.job(cfg.tracking, f"train seeds {seeds}", logged, {**tags, "resumed_from_step": str(start)}) as run:
+    with tracking.job(cfg.tracking, f"train seeds {seeds}", logged, {**tags, "resumed_from_step": str(start.step)}) as run:
         # One child run per network, with the job's params and tags, so each seed is found alone.
         children = [run.open_child(f"seed{s}", {**logged, "seed": s, "population": len(seeds)}, tags) for s in seeds]
 
@@ -123,27 +75,25 @@ def train(cfg: Config, seeds: list[int], data_path: Path, out_dir: Path, job: Jo
                     },
                     step=epoch,
                 )
-            if state.step < state.total_steps and time.monotonic() - last_point[0] >= resume_every_s():
-                save_resume_point(state)
 
         state = train_population(
             model,
-            params,
-            buffers,
+            start.params,
+            start.buffers,
             data.x_train,
             data.y_train,
             cfg.train,
             member_seeds,
-            start_step=start,
-            member_optimizer_states=optimizer_states,
+            start_step=start.step,
+            member_optimizer_states=start.optimizer_states,
             on_checkpoint=lambda s: save(s, final=False),
-            on_epoch=on_epoch,
+            on_epoch=points.population_saver("population", on_epoch),
         )
         out_dir.mkdir(parents=True, exist_ok=True)
-        for step_file in work.glob("seed*.step*.safetensors"):
-            os.replace(step_file, out_dir / step_file.name)
+        for step_file in sorted(points.folder.glob("seed*.step*.safetensors")):
+            resume.keep(step_file, out_dir / step_file.name)
         save(state, final=True)
-        shutil.rmtree(work, ignore_errors=True)
+        points.complete()
         for child in children:
             child.close()
     return [out_dir / checkpoint_name(s) for s in seeds]
@@ -185,6 +135,6 @@ def interpolate(cfg: Config, data_path: Path, path_a: Path, path_b: Path, out_cs
         # every definition, each named: the report picks one (evaluation.barrier) without rerunning this job
         for r in all_path_rows(table, ["split"]).itertuples():
             run.metrics({f"{r.split}_{r.metric}_barrier_{r.barrier_definition}": r.barrier})
-        write_csv(out_csv, table)
+        write_csv(out_csv, table, inputs=[path_a, path_b])  # refuses non-finite losses and errors, naming the inputs
         run.artifact(out_csv)
     return table

@@ -14,14 +14,15 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ... import checkpoint, tracking
+from ... import checkpoint, resume, tracking
 from ...config import Config
 from ...core import simplex as simplex_math
-from ...core.optimizers import make_optimizer
+from ...core.optimizers import FitState, load_optimizer_tensors, make_optimizer, optimizer_tensors
 from ...core.params import require_finite, select, stack
 from ...core.population import evaluate, forward, has_batchnorm, mode, recompute_bn
 from ...data import Dataset
-from ...io import write_csv
+from ...io import write_csvs
+from ...progress import ProgressLog
 from ...schedules import iterations, steps_per_epoch
 from ...train import generator
 from ...jobs import Job, load_networks, bn_batches, data_on, params_of, skeleton, split
@@ -35,28 +36,42 @@ def _with_bn(cfg: Config, data: Dataset, model, params: dict, buffers: dict) -> 
     return recompute_bn(model, params, buffers, bn_batches(data, cfg.evaluation), cfg.evaluation.member_chunk)
 
 
-def train_vertex(cfg: Config, data: Dataset, model, frozen: dict, buffers: dict, seeds: list[int], on_epoch=None) -> dict:
+def train_vertex(cfg: Config, data: Dataset, model, frozen: dict, buffers: dict, seeds: list[int], on_epoch=None,
+                 start: FitState | None = None, on_state=None) -> dict:
     """Train one new vertex per simplex, the existing ones frozen; returns the vertices [K, V+1, ...].
 
     frozen {name: T[K, V, ...]}: the K simplexes' existing vertices. Per step and simplex k, one
     minibatch (its own data order) and S points w ~ Dir(1); the loss is
     Σ_k [mean_s CE(θ_k(w_s)) − λ log Vol_k] (summing over k keeps each simplex's gradient its own).
+
+    Resuming: after every epoch `on_state` gets the FitState (the new vertices, the optimizer state,
+    the positions of the Dirichlet streams); given back as `start`, training continues from that
+    epoch exactly as if it had not stopped.
     """
     s = cfg.simplex
     k, v = next(iter(frozen.values())).shape[:2]
     n = data.x_train.shape[0]
     spe = steps_per_epoch(n, s.batch_size, "simplex.batch_size")
     total = iterations(s.duration, spe)
-    new = {name: t.mean(1).clone().requires_grad_(True) for name, t in frozen.items()}  # centroid start
+    if start is None:
+        first, new = 0, {name: t.mean(1).clone().requires_grad_(True) for name, t in frozen.items()}  # centroid start
+    elif start.step % spe:
+        raise ValueError(f"simplex training resumes at an epoch boundary, not at step {start.step} ({spe} steps per epoch)")
+    else:
+        first, new = start.step, {name: start.tensors[f"new/{name}"].clone().requires_grad_(True) for name in frozen}
     opt = make_optimizer(s.optimizer, list(new.values()), s.lr, s.momentum)
     # One sampling stream per simplex (keyed by its seed), so K simplexes trained together draw
     # exactly what each would draw alone.
     gens = [generator("simplex", sd, v) for sd in seeds]
+    if start is not None:
+        load_optimizer_tensors(opt, start.optimizer)
+        for i, g in enumerate(gens):
+            g.set_state(start.generators[f"dirichlet{i}"])
     bufs = {name: b[:, 0].repeat_interleave(s.samples, 0) for name, b in buffers.items()}  # train mode: thrown away
     orders: dict[int, torch.Tensor] = {}
     sums = torch.zeros(3, dtype=torch.float64)
     model.train()
-    for step in range(total):
+    for step in range(first, total):
         epoch, j = divmod(step, spe)
         if epoch not in orders:
             orders = {epoch: torch.stack([torch.randperm(n, generator=generator("simplex-data", sd, v, epoch)) for sd in seeds]).to(data.x_train.device)}
@@ -75,9 +90,12 @@ def train_vertex(cfg: Config, data: Dataset, model, frozen: dict, buffers: dict,
         sums += torch.tensor([ce.mean().item(), log_vol.mean().item(), 1.0], dtype=torch.float64)
         if (step + 1) % spe == 0:
             require_finite(f"simplex vertex {v + 1}", step + 1, "simplex.lr", sums, *new.values())
-        if (step + 1) % spe == 0 and on_epoch is not None:
-            on_epoch(v + 1, (step + 1) // spe, {"train_loss": sums[0] / sums[2], "log_volume": sums[1] / sums[2]})
+            if on_epoch is not None:
+                on_epoch(v + 1, (step + 1) // spe, {"train_loss": sums[0] / sums[2], "log_volume": sums[1] / sums[2]})
             sums.zero_()
+            if on_state is not None and step + 1 < total:
+                on_state(FitState(step + 1, {f"new/{name}": t.detach() for name, t in new.items()}, optimizer_tensors(opt),
+                                  {f"dirichlet{i}": g.get_state() for i, g in enumerate(gens)}))
     model.eval()
     return {name: torch.cat([frozen[name], new[name].detach().unsqueeze(1)], 1) for name in frozen}
 
@@ -159,7 +177,11 @@ def ensemble_table(cfg: Config, data: Dataset, model, vertices: dict, buffers: d
 
 
 def grow(cfg: Config, data_path: Path, paths: list[Path], out_dir: Path, job: Job) -> pd.DataFrame:
-    """SPRO from every given seed checkpoint (one population), then ESPRO; writes out_dir/*."""
+    """SPRO from every given seed checkpoint (one population), then ESPRO; writes out_dir/*.
+
+    Resumable (modeconn.resume): a point holds the finished vertices and, inside a vertex's
+    training, its FitState; progress lines per vertex in the job's log (modeconn.progress). The
+    tables are written first, so a non-finite value in them (io.write_csvs) leaves nothing written."""
     device = job.setup()
     logged = {**params_of(cfg, *SECTIONS), "checkpoints": " ".join(map(str, paths))}
     with tracking.job(cfg.tracking, f"simplex {len(paths)} seeds", logged, job.tags(family="simplex")) as run:
@@ -169,26 +191,53 @@ def grow(cfg: Config, data_path: Path, paths: list[Path], out_dir: Path, job: Jo
         model = skeleton(cfg, data, device)
         seed_params, seed_buffers = stack([c.params for c in ckpts]), stack([c.buffers for c in ckpts])
         vertices = {k: t.unsqueeze(1) for k, t in seed_params.items()}  # [K, 1, ...]
-        vbuffers = {k: t.unsqueeze(1) for k, t in seed_buffers.items()}
+        points = resume.Resume(out_dir, resume.identity(cfg, ("data", "model", "simplex"), paths), f"simplex {seeds}")
+        made = points.load_fit("simplex", device)
+        fit = None
+        if made is not None:  # the vertices finished so far, and where the next one's training was
+            fit, saved, _ = made
+            vertices = resume.ordered(resume.split(saved)["vertices"], seed_params)
+        spe = steps_per_epoch(data.x_train.shape[0], cfg.simplex.batch_size, "simplex.batch_size")
+        total = iterations(cfg.simplex.duration, spe)
 
-        def on_epoch(size: int, epoch: int, stats: dict) -> None:
-            run.metrics({f"v{size}_{k}": float(val) for k, val in stats.items()}, step=epoch)
+        for size in range(next(iter(vertices.values())).shape[1] + 1, cfg.simplex.vertices + 1):
+            log = ProgressLog(0 if fit is None else fit.step, total, spe, label=f"simplex vertex {size}/{cfg.simplex.vertices}")
 
-        tables = [point_table(cfg, data, model, vertices, vbuffers, seeds)]
-        for _ in range(cfg.simplex.vertices - 1):
-            vertices = train_vertex(cfg, data, model, vertices, vbuffers, seeds, on_epoch)
-            vbuffers = {k: torch.cat([t, t[:, :1]], 1) for k, t in vbuffers.items()}
+            def on_epoch(size: int, epoch: int, stats: dict, log=log) -> None:
+                run.metrics({f"v{size}_{k}": float(val) for k, val in stats.items()}, step=epoch)
+                log.update(epoch * spe, {"loss": stats["train_loss"], "log volume": stats["log_volume"]})
+
+            def finished(frozen=vertices) -> tuple[dict, dict]:
+                return {f"vertices/{k}": t for k, t in frozen.items()}, {}
+
+            vertices = train_vertex(cfg, data, model, vertices, _repeat(seed_buffers, size - 1), seeds, on_epoch, fit,
+                                    points.fit_saver("simplex", extra=finished))
+            fit = None
+            points.save_fit("simplex", None, finished(vertices)[0])  # between vertices: a rerun starts the next one
             vol = simplex_math.volume(simplex_math.flat_vertices(vertices, 1))
-            tables.append(point_table(cfg, data, model, vertices, vbuffers, seeds))
-            run.metrics({"log_volume_mean": vol.log().mean().item()}, step=vertices[next(iter(vertices))].shape[1])
-        points = pd.concat(tables, ignore_index=True)
+            run.metrics({"log_volume_mean": vol.log().mean().item()}, step=size)
+        vbuffers = _repeat(seed_buffers, cfg.simplex.vertices)
+        # every size j: its first j vertices (the simplex as it was when its j-th vertex was done)
+        tables = [point_table(cfg, data, model, _first(vertices, j), _first(vbuffers, j), seeds) for j in range(1, cfg.simplex.vertices + 1)]
+        points_table = pd.concat(tables, ignore_index=True)
         ens = ensemble_table(cfg, data, model, vertices, vbuffers, seed_params, seed_buffers, seeds)
+        write_csvs({out_dir / "points.csv": points_table, out_dir / "ensemble.csv": ens}, inputs=paths)
         _save(cfg, out_dir, vertices, vbuffers, seeds, model)
-        write_csv(out_dir / "points.csv", points)
-        write_csv(out_dir / "ensemble.csv", ens)
+        points.complete()
         final = ens[ens.members == len(seeds)].set_index("method")
         run.metrics({f"{m}_test_error": final.loc[m, "error"] for m in final.index} | {f"{m}_test_nll": final.loc[m, "nll"] for m in final.index})
-    return points
+    return points_table
+
+
+def _repeat(buffers: dict, count: int) -> dict:
+    """Every simplex's buffers as those of its `count` vertices [K, count, ...]: the seed's, as
+    vertex 0 has them (BN statistics are recomputed at any point before it is evaluated)."""
+    return {k: t.unsqueeze(1).expand(t.shape[0], count, *t.shape[1:]).clone() for k, t in buffers.items()}
+
+
+def _first(stacked: dict, j: int) -> dict:
+    """The first j vertices [K, j, ...] of every simplex, as a contiguous tensor (as it was built)."""
+    return {k: t[:, :j].contiguous() for k, t in stacked.items()}
 
 
 def _save(cfg: Config, out_dir: Path, vertices: dict, buffers: dict, seeds: list[int], model) -> None:
