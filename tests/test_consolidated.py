@@ -96,3 +96,45 @@ def test_missing_sections_are_absent(tmp_path):
     (tmp_path / "seeds").mkdir()
     (tmp_path / "seeds/section.md").write_text("## Seeds written by the family\n")
     assert consolidated.sections(tmp_path) == [("seeds", "## Seeds written by the family\n")]
+
+
+# ------------------------------------------------------------------------------- headline effects
+
+
+def write_section(root, family: str, body: list[str]) -> None:
+    (root / family).mkdir(parents=True, exist_ok=True)
+    (root / family / "section.md").write_text("\n".join([f"## Section of {family}", "", *body, ""]))
+
+
+def test_headline_line_states_whether_the_effect_shows():
+    assert consolidated.headline(True, "It shows. ") == "**Headline.** **Shown.** It shows."
+    assert consolidated.headline(False, "It does not.") == "**Headline.** **Not shown.** It does not."
+    assert consolidated.share(0.5, 2.0) == "25%" and consolidated.share(0.01, 2.0) == "0.5%" and consolidated.share(1.0, 0.0) == "n/a"
+
+
+def test_headlines_are_gathered_in_registry_order_after_the_settings(tmp_path):
+    fake_reports(tmp_path, [])
+    # written in another order than the registry's; lottery has none, rebasin two
+    write_section(tmp_path, "rebasin", ["text", consolidated.headline(False, "Rebasin one."), "", consolidated.headline(True, "Rebasin two.")])
+    write_section(tmp_path, "lottery", ["no headline here", "- **Headline.** is not at the start of this line"])
+    write_section(tmp_path, "instability", [consolidated.headline(True, "Instability one."), "more text"])
+    text = consolidated.render(Config(), tmp_path)
+    block = text[text.index("## Headline effects"): text.index("## Contents")]
+    assert text.index("| device |") < text.index("**Barrier definition**") < text.index("## Headline effects")
+    items = [line for line in block.splitlines() if line.startswith("- ")]
+    assert items == [
+        "- **Shown.** Instability one. ([instability](#section-of-instability))",
+        "- **Not shown.** Rebasin one. ([rebasin](#section-of-rebasin))",
+        "- **Shown.** Rebasin two. ([rebasin](#section-of-rebasin))",
+    ]
+    assert "is not at the start" not in block
+    # the sections themselves are unchanged, their headline lines included
+    assert "**Headline.** **Shown.** Instability one." in text[text.index("## Section of instability"):]
+
+
+def test_no_headline_block_when_no_section_has_one(tmp_path):
+    fake_reports(tmp_path, ["neb", "flatness"])
+    text = consolidated.render(Config(), tmp_path)
+    assert "Headline effects" not in text and "**Headline.**" not in text
+    assert consolidated.headline_block(consolidated.sections(tmp_path)) == []
+    assert text.index("**Barrier definition**") < text.index("## Contents")

@@ -212,6 +212,9 @@ def test_report_writes_every_file(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["points"] == 3 == result["points"]
     assert result["linear"]["train"]["loss"]["barrier"]["mean"] == pytest.approx(0.25)
     assert "## Curves" in (out / "section.md").read_text()
+    # a flat curve, but the line's barrier (0.25) is below the endpoints' own loss (1.0): not large, not shown
+    assert "**Headline.** **Not shown.** Trained Bezier curves have a train loss barrier of 0.0000 (0.0% of the straight line's 0.2500, " \
+           "which is not large: not above the endpoints' own train loss, 1.0000;" in (out / "section.md").read_text()
     # error is linear in t: half its endpoint gap under max_minus_mean, zero under Entezari's definition
     assert result["bezier"]["test"]["error"]["barrier"]["mean"] == pytest.approx(0.05)
     assert result["barrier_definition"] == "max_minus_mean" and "| barrier (max_minus_mean)" in (out / "table.md").read_text()
@@ -235,3 +238,38 @@ def test_curve_with_other_endpoints_is_refused(tmp_path):
     _check_endpoints(a, b, curve, tmp_path / "ok")
     with pytest.raises(ValueError, match="endpoints"):
         _check_endpoints(a, c, curve, tmp_path / "bad.safetensors")
+
+
+def _pairs(barriers: dict[str, float]):
+    """Per-pair rows of two pairs (train loss barrier barriers[path] ± 0.01), as report.per_pair writes them."""
+    import pandas as pd
+
+    return pd.DataFrame([{"pair": f"seed0–seed{p}", "path": path, "split": split, "metric": metric,
+                          "barrier": b + 0.01 * (p - 1.5) if (split, metric) == ("train", "loss") else 0.5}
+                         for path, b in barriers.items() for p in (1, 2) for split in ("train", "test") for metric in ("loss", "error")])
+
+
+def test_headline_shown_when_every_curve_is_near_zero_where_the_line_is_large():
+    from modeconn.families.curves import report
+
+    text = report.headline(_pairs({"linear": 2.0, "bezier": 0.1, "polychain": 0.15}), 0.05)
+    assert text.startswith("**Headline.** **Shown.** Trained Bezier / PolyChain curves have a train loss barrier of 0.1000 / 0.1500 "
+                           "(5.0% / 7.5% of the straight line's 2.0000, which is large: above the endpoints' own train loss, 0.0500; "
+                           "near zero: at most 10% of the line's, reached by every curve)")
+    assert "Garipov et al. 2018" in text
+    far = report.headline(_pairs({"linear": 2.0, "bezier": 0.1, "polychain": 0.5}), 0.05)
+    assert far.startswith("**Headline.** **Not shown.**") and "not reached by PolyChain)" in far
+    low_line = report.headline(_pairs({"linear": 0.04, "bezier": 0.0}), 0.05)
+    assert low_line.startswith("**Headline.** **Not shown.**") and "not large: not above the endpoints' own train loss, 0.0500" in low_line
+
+
+def test_endpoint_loss_is_the_mean_over_pairs_at_t_0_and_1():
+    import pandas as pd
+
+    from modeconn.families.curves import report
+
+    along = pd.DataFrame([{"pair": pair, "path": path, "split": split, "t": t, "loss": loss + (path != "linear") + (split == "test")}
+                          for pair, ends in (("a", (0.1, 0.3)), ("b", (0.5, 0.5))) for path in ("linear", "bezier")
+                          for split in ("train", "test") for t, loss in ((0.0, ends[0]), (0.5, 9.0), (1.0, ends[1]))])
+    assert report.endpoint_loss(along) == pytest.approx(0.35)
+    assert report.endpoint_loss(along, "test") == pytest.approx(1.35)

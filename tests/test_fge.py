@@ -115,3 +115,48 @@ def test_report_writes_every_file(tmp_path):
         assert (out / name).stat().st_size > 0, name
     assert result["fge"]["1B"]["error"]["mean"] == pytest.approx(0.25)
     assert "| FGE" in (out / "fge.md").read_text() and json.loads((out / "metrics.json").read_text())
+    # FGE ties the independent ensembles (not shown); SWA ties SGD (at least matching it: shown)
+    section = (out / "section.md").read_text()
+    assert "**Headline.** **Not shown.** At equal training budget (1B / 2B; B = one network's training) FGE ensembles err on " \
+           "25.00% / 25.00% of the test set against 25.00% / 25.00%" in section
+    assert "**Headline.** **Shown.** SWA errs on 20.00% of the test set against 20.00% for SGD" in section
+
+
+def _fge(fge_errors: dict[float, float], ind_errors: dict[float, float]):
+    import pandas as pd
+
+    rows = [{"method": "fge", "seeds": "0", "budget": b, "members": 4, "error": e} for b, e in fge_errors.items()]
+    rows += [{"method": "independent", "seeds": "0", "budget": b, "members": int(b), "error": e} for b, e in ind_errors.items()]
+    return pd.DataFrame(rows)
+
+
+def _swa(swa_error: float, sgd_error: float):
+    import pandas as pd
+
+    return pd.DataFrame([{"method": m, "seed": s, "split": split, "error": e if split == "test" else 0.0}
+                         for m, e in (("swa", swa_error), ("sgd (seed, full schedule)", sgd_error)) for s in (0, 1) for split in ("train", "test")])
+
+
+def test_fge_headline_shown_when_fge_beats_independent_ensembles_at_every_budget():
+    from modeconn.families.fge import report
+
+    fge, swa = report.headlines(_fge({1.0: 0.20, 2.0: 0.18}, {1.0: 0.25, 2.0: 0.22}), _swa(0.2, 0.2))
+    assert fge == ("**Headline.** **Shown.** At equal training budget (1B / 2B; B = one network's training) FGE ensembles err on "
+                   "20.00% / 18.00% of the test set against 25.00% / 22.00% for ensembles of independently trained networks, lower at "
+                   "2 of 2 budgets; Garipov et al. 2018 find FGE ensembles better than independent ensembles of the same training budget.")
+    lost = report.headlines(_fge({1.0: 0.20, 2.0: 0.23}, {1.0: 0.25, 2.0: 0.22}), _swa(0.2, 0.2))[0]
+    assert lost.startswith("**Headline.** **Not shown.**") and "lower at 1 of 2 budgets" in lost
+    # an FGE budget below one network's is set against the independent ensemble of the next budget up
+    cheaper = report.headlines(_fge({0.9: 0.20}, {1.0: 0.25, 2.0: 0.10}), _swa(0.2, 0.2))[0]
+    assert cheaper.startswith("**Headline.** **Shown.** At equal training budget (0.9B against 1B;") and "against 25.00%" in cheaper
+
+
+def test_swa_headline_shown_when_swa_at_least_matches_sgd():
+    from modeconn.families.fge import report
+
+    fge = _fge({1.0: 0.20}, {1.0: 0.25})
+    better = report.headlines(fge, _swa(0.19, 0.20))[1]
+    assert better == ("**Headline.** **Shown.** SWA errs on 19.00% of the test set against 20.00% for SGD at the same budget (at least "
+                      "matching SGD); Izmailov et al. 2018 report SWA improving test accuracy over SGD at equal budget.")
+    worse = report.headlines(fge, _swa(0.21, 0.20))[1]
+    assert worse.startswith("**Headline.** **Not shown.** SWA errs on 21.00% of the test set against 20.00%") and "(worse than SGD)" in worse

@@ -117,6 +117,9 @@ def test_report_threshold_table_and_files(tmp_path):
     assert metrics["instability"]["0it"]["test"]["error_barrier"]["mean"] == pytest.approx(0.101)
     assert metrics["instability"]["0it"]["test"]["replicates"] == 2
     assert "instability/instability.png" in (out / "section.md").read_text()
+    # k = 0 has a 10-point barrier, above the 2% threshold: the headline says so
+    assert "**Headline.** **Not shown.** For mlp on mnist1d, children forked at k = 0 have a test error barrier of 10.10 ± 0.14 points, " \
+           "not below the stability threshold of 2%" in (out / "section.md").read_text()
     assert metrics["barrier_definition"] == "max_minus_mean"
     assert set(pd.read_csv(out / "barriers.csv").barrier_definition) == {"max_minus_mean"}
     assert "| test error barrier (max_minus_mean, %)" in (out / "instability.md").read_text()
@@ -126,3 +129,30 @@ def test_report_threshold_table_and_files(tmp_path):
     assert other["instability"] == metrics["instability"] and other["barrier_definition"] == "entezari"
     text = (tmp_path / "entezari/section.md").read_text()
     assert "test error barrier (entezari, %)" in text and "barrier (`entezari`)" in text and "max_minus_mean" not in text
+
+
+def _summary(barriers: dict[str, float]) -> pd.DataFrame:
+    """The report's summary of two replicates per spawn step label (k in iterations from the label)."""
+    from modeconn.families.instability import report
+
+    rows = [{"k_label": label, "k": int(label.removesuffix("it")), "trunk": t, "split": split, "error_barrier": b + 0.001 * t,
+             "loss_barrier": 0.1, "error_endpoints": 0.05, "barrier_definition": "max_minus_mean"}
+            for label, b in barriers.items() for t in (0, 1) for split in ("train", "test")]
+    return report.summary(pd.DataFrame(rows), ["k", "k_label", "split"])
+
+
+def test_headline_shown_only_when_k0_is_below_the_threshold():
+    from modeconn.families.instability import report
+
+    cfg = Config.from_dict({"model": {"name": "lenet300_100"}, "data": {"name": "mnist"}})
+    stable = report.headline(cfg, _summary({"0it": 0.0100, "100it": 0.001}), 0.02)
+    assert stable.startswith("**Headline.** **Shown.** For lenet300_100 on mnist, children forked at k = 0 have a test error barrier "
+                             "of 1.05 ± 0.07 points, below the stability threshold of 2%, so they are stable at initialisation")
+    assert "Frankle et al. 2020 find LeNet-300-100 on MNIST stable already at k = 0" in stable
+    unstable = report.headline(cfg, _summary({"0it": 0.05, "100it": 0.001}), 0.02)
+    assert unstable.startswith("**Headline.** **Not shown.**") and "5.05 ± 0.07 points, not below the stability threshold of 2%, so they are not stable" in unstable
+    # the threshold is the one given (instability.threshold)
+    assert report.headline(cfg, _summary({"0it": 0.05, "100it": 0.001}), 0.10).startswith("**Headline.** **Shown.**")
+    # k = 0 not run: nothing to show, and the sentence says why
+    missing = report.headline(cfg, _summary({"100it": 0.001, "20it": 0.003}), 0.02)
+    assert missing.startswith("**Headline.** **Not shown.** k = 0 is not among the spawn steps run (20it, 100it)")

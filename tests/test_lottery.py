@@ -399,6 +399,9 @@ def test_report_writes_every_file_and_flags_matching_and_stable(tmp_path):
     assert metrics["matching_levels"] == [1] and metrics["stable_levels"] == [1]
     assert metrics["levels"]["2"]["instability_mean"] == pytest.approx(0.05)
     assert "lottery/accuracy.png" in (out / "section.md").read_text()
+    # IMP matches at level 1 (80%), neither baseline at any level: shown
+    assert "**Headline.** **Shown.** IMP tickets match the dense test accuracy (89.00%; matching: at most 0.2 points below it) at as few " \
+           "as 80.0% of the weights remaining, random pruning at no level run and random reinitialisation at no level run" in (out / "section.md").read_text()
     # the pruning rule is named in the table's file, the section and the metrics
     assert (metrics["rule"], metrics["fraction"], metrics["output_fraction"]) == ("global", 0.2, 0.1)
     for name in ("levels.md", "section.md"):
@@ -412,3 +415,33 @@ def test_report_names_the_layerwise_rule_and_its_rates():
     text = report.definitions(cfg, 5)
     assert "Pruning rule `layerwise`: each level removes 20% of the remaining weights of every layer by magnitude within that layer" in text
     assert "10% of the output layer's" in text
+
+
+def _levels(imp: list[float], random_prune: list[float], reinit: list[float], dense: float = 0.98) -> pd.DataFrame:
+    """levels_table's accuracy columns for levels at 80%, 51.2%, 26.2% and 10.7% of the weights remaining."""
+    remaining = [80.0, 51.2, 26.2, 10.7][: len(imp)]
+    return pd.DataFrame({"level": range(1, len(imp) + 1), "remaining_percent": remaining, "imp_accuracy_mean": imp,
+                         "random_prune_accuracy_mean": random_prune, "reinit_accuracy_mean": reinit, "dense_accuracy_mean": dense})
+
+
+def test_headline_shown_when_imp_matches_sparser_than_both_baselines():
+    from modeconn.families.lottery import report
+
+    text = report.headline(_levels([0.981, 0.980, 0.979, 0.975], [0.980, 0.970, 0.95, 0.9], [0.979, 0.96, 0.94, 0.9]), 0.002)
+    assert text.startswith("**Headline.** **Shown.** IMP tickets match the dense test accuracy (98.00%; matching: at most 0.2 points "
+                           "below it) at as few as 26.2% of the weights remaining, random pruning at as few as 80.0% and random "
+                           "reinitialisation at as few as 80.0% (sparsest level run: 10.7%), so IMP matches at a sparser level than both baselines")
+    assert "Frankle & Carbin 2019 find LeNet-300-100 tickets matching down to about 3.6%" in text
+    # the tolerance is the one given (lottery.matching_tolerance)
+    assert "at as few as 10.7% of the weights remaining" in report.headline(_levels([0.981, 0.980, 0.979, 0.975], [0.9] * 4, [0.9] * 4), 0.01)
+
+
+def test_headline_not_shown_when_a_baseline_matches_as_sparse_or_imp_never_matches():
+    from modeconn.families.lottery import report
+
+    level = report.headline(_levels([0.981, 0.980], [0.980, 0.979], [0.9, 0.9]), 0.002)
+    assert level.startswith("**Headline.** **Not shown.**") and "random pruning at as few as 51.2%" in level
+    assert "so IMP does not match at a sparser level than both baselines" in level
+    never = report.headline(_levels([0.95, 0.94], [0.9, 0.9], [0.9, 0.9]), 0.002)
+    assert never.startswith("**Headline.** **Not shown.** IMP tickets match the dense test accuracy (98.00%; matching: at most 0.2 "
+                            "points below it) at no level run, random pruning at no level run")

@@ -206,6 +206,7 @@ def test_neb_and_simplex_stages_write_self_describing_outputs(tmp_path):
     edges = pd.read_csv(tmp_path / "reports/neb/mst.csv")
     assert len(edges) == 2  # a spanning tree of 3 seeds
     assert (tmp_path / "reports/neb/section.md").read_text().startswith("## AutoNEB")
+    assert (tmp_path / "reports/neb/section.md").read_text().count("**Headline.**") == 1
 
     assert _run("simplex-grow", "--data", data, "--seeds", *seeds, "--out-dir", str(tmp_path / "simplex")) == 0
     sim = checkpoint.load(tmp_path / "simplex/seed2.safetensors")
@@ -216,6 +217,7 @@ def test_neb_and_simplex_stages_write_self_describing_outputs(tmp_path):
     assert _run("report-simplex", "--points", str(tmp_path / "simplex/points.csv"), "--ensemble", str(tmp_path / "simplex/ensemble.csv"),
                 "--out-dir", str(tmp_path / "reports/simplex")) == 0
     assert set(pd.read_csv(tmp_path / "reports/simplex/sizes.csv").vertices) == {1, 2, 3}
+    assert (tmp_path / "reports/simplex/section.md").read_text().count("**Headline.**") == 1
 
 
 def test_report_barriers_follow_the_definition_along_each_paths_positions():
@@ -238,3 +240,33 @@ def test_report_barriers_follow_the_definition_along_each_paths_positions():
         md = report.tables_md(pairs, report.summary(pairs), report.mst(pairs))
         assert f"| AutoNEB barrier ({kind})" in md and f"barrier (`{kind}`)" in md
         assert ("max_minus_mean" in md) == (kind == "max_minus_mean")
+
+
+def _neb_summary(neb_barrier: float, linear_barrier: float | None, endpoints: float = 0.05):
+    import pandas as pd
+
+    from modeconn.families.neb import report
+
+    rows = []
+    for p in (1, 2):
+        for split in ("train", "test"):
+            for metric in ("loss", "error"):
+                row = {"pair": f"seed0–seed{p}", "split": split, "metric": metric, "endpoints": endpoints,
+                       "neb_saddle": endpoints + neb_barrier, "neb_barrier": neb_barrier}
+                if linear_barrier is not None:
+                    row |= {"linear_saddle": endpoints + linear_barrier, "linear_barrier": linear_barrier}
+                rows.append(row)
+    return report.summary(pd.DataFrame(rows))
+
+
+def test_headline_shown_when_the_saddle_barrier_is_near_zero_against_the_line():
+    from modeconn.families.neb import report
+
+    text = report.headline(_neb_summary(0.02, 1.0))
+    assert text.startswith("**Headline.** **Shown.** AutoNEB paths between independently trained seeds peak at a train loss of 0.0700 "
+                           "against 0.0500 at the endpoints, a barrier of 0.0200 that is 2.0% of the straight line's 1.0000 (near zero "
+                           "by the threshold of at most 10% of the line's)")
+    assert "Draxler et al. 2018" in text
+    high = report.headline(_neb_summary(0.2, 1.0))
+    assert high.startswith("**Headline.** **Not shown.**") and "20% of the straight line's 1.0000 (not near zero" in high
+    assert report.headline(_neb_summary(0.0, None)).startswith("**Headline.** **Not shown.**")  # no line to compare with

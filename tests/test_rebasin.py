@@ -175,6 +175,9 @@ def test_width_sweep_and_report(work):
     assert sorted(set(sweep.barrier_definition)) == ["entezari", "max_minus_mean"]
     assert set(pd.read_csv(out / "width_sweep.csv").barrier_definition) == {"max_minus_mean"}
     assert metrics["barrier_definition"] == "max_minus_mean" and "test loss barrier (max_minus_mean)" in text
+    # one headline line (a single width: no width trend), stated against the configured instability threshold
+    assert text.count("**Headline.**") == 1 and "Independently trained networks are separated by a linear test loss barrier" in text
+    assert "the 2% instability threshold" in text
 
 
 def test_report_with_the_entezari_barrier(work):
@@ -209,3 +212,56 @@ def test_unknown_method_is_refused(capsys):
     bad = {**PARAMS, "rebasin": {"methods": ["sinkhorn"]}}
     assert run("rebasin-match", "--data", "x", "--a", "a", "--b", "b", "--out-dir", "o", params=bad) == 2
     assert "rebasin.methods" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- headline
+
+
+def _summ(test_loss: dict, endpoint: float = 0.1, error: float = 0.4) -> pd.DataFrame:
+    """Summary of two pairs per method: test loss barrier test_loss[method], error barrier `error`."""
+    from modeconn.families.rebasin import report
+
+    rows = [{"seed_a": 0, "seed_b": p, "method": m, "correction": "plain", "split": "test", "metric": metric,
+             "barrier": (b if metric == "loss" else error) + 0.01 * (p - 1.5), "endpoint_mean": endpoint}
+            for m, b in test_loss.items() for metric in ("loss", "error") for p in (1, 2)]
+    return report.summary(pd.DataFrame(rows))
+
+
+def _sweep(values: list[float]) -> pd.DataFrame:
+    from modeconn.families.rebasin import report
+
+    if not values:  # what the report holds when the sweep did not run
+        return pd.DataFrame(columns=["width", "method", "correction", "split", "metric", "barrier_mean"])
+    rows = [{"width": w, "seed_a": 0, "seed_b": 1, "method": m, "correction": "plain", "split": "test", "metric": "loss",
+             "barrier": v if m == "weight" else 1.0, "endpoint_mean": 0.1} for w, v in zip((16, 64, 256), values) for m in ("none", "weight")]
+    return report.summary(pd.DataFrame(rows), by=("width", "method", "correction", "split", "metric"))
+
+
+def test_headline_shows_matching_removing_a_large_barrier():
+    from modeconn.families.rebasin import report
+
+    empty = _sweep([])
+    lines = report.headlines(_summ({"none": 2.0, "weight": 0.1, "activation": 0.15, "ste": 0.05}), empty, 0.02)
+    assert len(lines) == 1 and lines[0].startswith("**Headline.** **Shown.** Independently trained networks")
+    assert "barrier of 2.0000 (large: above the endpoints' own test loss, 0.1000; test error barrier 40.0 points, above the 2% instability" in lines[0]
+    assert "lowers to 0.1000 / 0.1500 / 0.0500 (weight / activation / STE: 5.0% / 7.5% / 2.5% of it; near zero: at most 10% of it, reached by every method)" in lines[0]
+    assert "Ainsworth et al. 2023" in lines[0]
+    # one method above 10% of the unmatched barrier: not shown, and the sentence names it
+    far = report.headlines(_summ({"none": 2.0, "weight": 0.1, "activation": 0.3, "ste": 0.05}), empty)[0]
+    assert far.startswith("**Headline.** **Not shown.**") and "not reached by activation matching" in far and "instability threshold" not in far
+    # an unmatched barrier below the endpoints' own loss is not large: not shown either
+    small = report.headlines(_summ({"none": 0.05, "weight": 0.001}, endpoint=0.1), empty)[0]
+    assert small.startswith("**Headline.** **Not shown.**") and "not large: not above the endpoints' own test loss" in small
+
+
+def test_width_headline_only_with_a_sweep_and_shown_when_the_barrier_shrinks():
+    from modeconn.families.rebasin import report
+
+    summ = _summ({"none": 2.0, "weight": 0.1})
+    shrinking = report.headlines(summ, _sweep([0.3, 0.2, 0.1]))
+    assert len(shrinking) == 2 and shrinking[1].startswith("**Headline.** **Shown.** After weight matching the test loss barrier is "
+                                                          "0.3000 at width 16, 0.2000 at width 64, 0.1000 at width 256")
+    assert "it shrinks with width" in shrinking[1] and "(without matching: 1.0000 → 1.0000)" in shrinking[1]
+    bumpy = report.headlines(summ, _sweep([0.3, 0.35, 0.1]))[1]
+    assert bumpy.startswith("**Headline.** **Not shown.**") and "it does not shrink with width" in bumpy
+    assert len(report.headlines(summ, _sweep([0.3]))) == 1  # one width: no trend to state

@@ -119,3 +119,34 @@ def test_evaluation_tables(tmp_path):
     one = ens[(ens.method == "deep_ensemble") & (ens.members == 1)].iloc[0]
     logits = torch.func.functional_call(model.eval(), (member(params, 0), member(buffers, 0)), (data.x_test,))
     assert one.error == pytest.approx((logits.argmax(1) != data.y_test).double().mean().item())
+
+
+def _simplex(worst_train_loss: float, espro_accuracy: float):
+    """size_summary and ensemble tables of two seeds: train loss 0.10 and test accuracy 0.90 at the seeds."""
+    import pandas as pd
+
+    from modeconn.families.simplex import report
+
+    points = pd.DataFrame([{"vertices": v, "seed": seed, "sample": i, "split": split,
+                            "loss": (0.10 if v == 1 or i == 0 else worst_train_loss) if split == "train" else 0.3,
+                            "error": 0.10 if split == "test" else 0.05}
+                           for v in (1, 3) for seed in (0, 1) for split in ("train", "test") for i in range(1 if v == 1 else 2)])
+    ens = pd.DataFrame([{"members": m, "method": method, "accuracy": espro_accuracy if method == "espro" else 0.91, "nll": 0.3,
+                         "error": 0.1} for m in (1, 2) for method in ("espro", "deep_ensemble")])
+    return report.size_summary(report.per_size(points)), ens
+
+
+def test_headline_shown_for_a_low_loss_simplex_whose_ensemble_beats_one_network():
+    from modeconn.families.simplex import report
+
+    text = report.headline(*_simplex(0.105, 0.93))
+    assert text.startswith("**Headline.** **Shown.** The 3-vertex SPRO simplexes have a train loss of 0.1050 at their worst sampled "
+                           "point against 0.1000 at the trained networks (low by the threshold of at most 10% above it), and ESPRO "
+                           "over 2 simplexes reaches 93.00% test accuracy against 90.00% for a single network (deep ensemble of the "
+                           "same 2 seeds: 91.00%), above it")
+    assert "Benton et al. 2021" in text
+    high = report.headline(*_simplex(0.2, 0.93))
+    assert high.startswith("**Headline.** **Not shown.**") and "(not low by the threshold" in high
+    worse = report.headline(*_simplex(0.105, 0.89))
+    assert worse.startswith("**Headline.** **Not shown.**") and "89.00% test accuracy against 90.00% for a single network" in worse
+    assert "not above it" in worse

@@ -4,6 +4,13 @@ Every family's report writes `reports/<family>/section.md` (a `## ` section whos
 relative to reports/); this module stitches them together in the registry's order, after a header
 with the data, model and training the run used and the barrier definitions. A family whose
 section.md does not exist is left out.
+
+Headline effects. A section states each paper effect it tests in one line of the form
+`headline(shown, sentence)` writes: HEADLINE, then **Shown.** or **Not shown.**, then one sentence
+with this run's number beside the paper's and the threshold it was judged by. The report gathers
+every such line, in registry order and each linked to its section, into a "## Headline effects"
+list after the header; with no headline line anywhere the list is left out. No family is named
+here: a family has headlines by writing such lines.
 """
 
 from __future__ import annotations
@@ -13,6 +20,22 @@ from pathlib import Path
 from .core.barrier import definition
 from .families import names
 from .io import write_text
+
+HEADLINE = "**Headline.**"
+STATUS = {True: "**Shown.**", False: "**Not shown.**"}
+# A barrier is "near zero" when at most this fraction of the straight line's (the same threshold in
+# every family's headline, stated in each sentence), and a loss "close to" a reference when at most
+# this fraction above it.
+NEAR_ZERO = 0.10
+
+
+def share(value: float, of: float) -> str:
+    """`value` as a percentage of `of` (one decimal below 10%), "n/a" unless `of` > 0."""
+    if not of > 0:
+        return "n/a"
+    r = value / of
+    return f"{r:.0%}" if abs(r) >= 0.1 else f"{r:.1%}"
+
 
 def header(cfg) -> str:
     """What was run: data, model, training, seeds, evaluation; and the barrier definition."""
@@ -57,10 +80,37 @@ def sections(reports: Path, families: list[str] | None = None) -> list[tuple[str
     return out
 
 
+def headline(shown: bool, sentence: str) -> str:
+    """A section's line stating one paper effect: HEADLINE, whether it shows in this run, the sentence."""
+    return f"{HEADLINE} {STATUS[bool(shown)]} {sentence.strip()}"
+
+
+def headlines(parts: list[tuple[str, str]]) -> list[str]:
+    """The headline lines of every section in `parts` ((family, Markdown), in order), each as a list
+    item without the HEADLINE prefix and linked to its section's anchor."""
+    out = []
+    for family, text in parts:
+        for line in text.splitlines():
+            if line.strip().startswith(HEADLINE):
+                out.append(f"- {line.strip()[len(HEADLINE):].strip()} ([{family}](#{_anchor(text)}))")
+    return out
+
+
+def headline_block(parts: list[tuple[str, str]]) -> list[str]:
+    """The "## Headline effects" list, or nothing when no section has a headline."""
+    lines = headlines(parts)
+    if not lines:
+        return []
+    return ["## Headline effects", "",
+            "Each paper effect in one sentence: this run's number beside the paper's and whether the effect shows in "
+            "this run, by the threshold the sentence states; the linked section has the tables and the details.", "",
+            *lines, ""]
+
+
 def render(cfg, reports: Path) -> str:
     parts = sections(reports)
     toc = ["## Contents", ""] + [f"- [{f}](#{_anchor(t)})" for f, t in parts] + [""]
-    return "\n".join([header(cfg), *toc, *(t for _, t in parts)])
+    return "\n".join([header(cfg), *headline_block(parts), *toc, *(t for _, t in parts)])
 
 
 def _anchor(section: str) -> str:

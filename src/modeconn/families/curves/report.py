@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 
+from ...consolidated import NEAR_ZERO, headline as headline_line, share  # noqa: E402
 from ...core import barrier as barrier_math  # noqa: E402
 from ...core.curves import path_summary  # noqa: E402
 from ...io import write_csv, write_json, write_text  # noqa: E402
@@ -29,6 +30,7 @@ from ...tables import mean_std_table, ms  # noqa: E402
 from ...figures import save_figure
 
 PATHS = ("linear", "bezier", "polychain")
+NAMES = {"linear": "straight line", "bezier": "Bezier", "polychain": "PolyChain"}
 STATS = ("min", "max", "mean", "int", "barrier")
 
 
@@ -173,7 +175,37 @@ def _text(pairs: pd.DataFrame, ens: pd.DataFrame, points: int) -> tuple[str, str
     return definition, tables, ens_md
 
 
-def section(pairs: pd.DataFrame, ens: pd.DataFrame, points: int, setting: str) -> str:
+def endpoint_loss(along: pd.DataFrame, split: str = "train") -> float:
+    """Mean over pairs of the mean loss at the two endpoints (t = 0 and 1) of the linear path."""
+    lin = along[(along.path == "linear") & (along.split == split)]
+    ends = lin[lin.t.isin([lin.t.min(), lin.t.max()])]
+    return float(ends.groupby("pair")["loss"].mean().mean())
+
+
+def headline(pairs: pd.DataFrame, endpoints: float) -> str:
+    """The section's headline line (consolidated.headline): trained curves have a near-zero train loss
+    barrier where the straight line has a large one (Garipov et al. 2018). `endpoints`: the mean train
+    loss at the endpoints (see endpoint_loss)."""
+    def barrier(path: str) -> float:
+        return float(pairs[(pairs.path == path) & (pairs.split == "train") & (pairs.metric == "loss")].barrier.mean())
+
+    line = barrier("linear")
+    curves = [p for p in PATHS[1:] if p in set(pairs.path)]
+    values = {p: barrier(p) for p in curves}
+    large = line > endpoints
+    far = [NAMES[p] for p in curves if not (line > 0 and values[p] <= NEAR_ZERO * line)]
+    shares = " / ".join(share(values[p], line) for p in curves)
+    return headline_line(large and bool(curves) and not far,
+        f"Trained {' / '.join(NAMES[p] for p in curves)} curves have a train loss barrier of "
+        f"{' / '.join(f'{values[p]:.4f}' for p in curves)} ({shares} of the straight line's {line:.4f}, which is "
+        f"{'large: above' if large else 'not large: not above'} the endpoints' own train loss, {endpoints:.4f}; near zero: "
+        f"at most {NEAR_ZERO:.0%} of the line's, " + ("reached by every curve" if not far else "not reached by " + " and ".join(far))
+        + "); Garipov et al. 2018 find curves of near-constant train loss between minima that the straight line separates "
+        "by a high barrier.")
+
+
+def section(pairs: pd.DataFrame, ens: pd.DataFrame, points: int, setting: str, endpoints: float) -> str:
+    """The family's section; `endpoints`: the mean train loss at the endpoints (endpoint_loss), for the headline."""
     definition, tables, ens_md = _text(pairs, ens, points)
 
     def val(path, split, metric, stat, scale=1.0):
@@ -185,7 +217,11 @@ def section(pairs: pd.DataFrame, ens: pd.DataFrame, points: int, setting: str) -
         f"- Maximum train loss along the {curve} curve: {val(curve, 'train', 'loss', 'max'):.3f}, against "
         f"{val('linear', 'train', 'loss', 'max'):.3f} on the straight line. Garipov et al. report that trained curves "
         "keep the train loss near the endpoints' value for all t while the line rises sharply; "
-        + ("the same holds here." if val(curve, "train", "loss", "max") < 0.5 * val("linear", "train", "loss", "max") else "here the curve removes less of the line's barrier."),
+        + ("the same holds here (its train loss barrier is near zero: at most "
+           f"{NEAR_ZERO:.0%} of the line's)." if val(curve, "train", "loss", "barrier") <= NEAR_ZERO * val("linear", "train", "loss", "barrier")
+           else f"here the curve's train loss barrier, {val(curve, 'train', 'loss', 'barrier'):.3f}, is "
+           f"{share(val(curve, 'train', 'loss', 'barrier'), val('linear', 'train', 'loss', 'barrier'))} of the line's, more than "
+           f"the {NEAR_ZERO:.0%} counted as near zero."),
         f"- Maximum test error along the {curve} curve: {val(curve, 'test', 'error', 'max', 100):.1f}% against "
         f"{val('linear', 'test', 'error', 'max', 100):.1f}% on the line and {val(curve, 'test', 'error', 'min', 100):.1f}% at best along it. "
         "The paper finds the test error along trained curves staying close to the endpoints' while the line's rises towards chance; "
@@ -223,6 +259,8 @@ def section(pairs: pd.DataFrame, ens: pd.DataFrame, points: int, setting: str) -
         "",
         *comparisons,
         "",
+        headline(pairs, endpoints),
+        "",
     ])
 
 
@@ -259,7 +297,7 @@ def write(along_csvs: list[Path], ensemble_csvs: list[Path], plane_csvs: list[Pa
     along_figure(along, out_dir / "along.png")
     ensembles_figure(ens, along, out_dir / "ensembles.png")
     plane_figure(planes, out_dir / "plane.png")
-    write_text(out_dir / "section.md", section(pairs, ens, points, setting(cfg)))
+    write_text(out_dir / "section.md", section(pairs, ens, points, setting(cfg), endpoint_loss(along)))
     result = metrics(pairs, ens, points)
     write_json(out_dir / "metrics.json", result)
     return result

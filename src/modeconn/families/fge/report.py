@@ -19,11 +19,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from ...consolidated import headline  # noqa: E402
 from ...io import write_csv, write_json, write_text  # noqa: E402
 from ...tables import mean_std_table, ms  # noqa: E402
 from ...figures import save_figure
 
 SNAPSHOTS = "fge (first n snapshots)"
+SGD = "sgd (seed, full schedule)"
 
 
 def _ms(values, scale: float = 1.0, digits: int = 2) -> str:
@@ -94,6 +96,45 @@ def setting(cfg) -> str:
             f"weights averaged every {s.every}.")
 
 
+def equal_budgets(fge: pd.DataFrame) -> list[tuple[float, float, float, float]]:
+    """(FGE budget, its mean test error, the independent ensembles' budget, their mean test error) for every
+    FGE budget, against the independent ensembles of the smallest budget not below it (none: left out)."""
+    ind = fge[fge.method == "independent"].groupby("budget").error.mean()
+    out = []
+    for budget, error in fge[fge.method == "fge"].groupby("budget").error.mean().items():
+        fair = [b for b in ind.index if b >= budget - 1e-9]
+        if fair:
+            out.append((float(budget), float(error), float(min(fair)), float(ind[min(fair)])))
+    return out
+
+
+def headlines(fge: pd.DataFrame, swa: pd.DataFrame) -> list[str]:
+    """The section's headline lines (consolidated.headline): FGE beats independent ensembles at equal
+    budget (Garipov et al. 2018); SWA at least matches SGD (Izmailov et al. 2018). Test error."""
+    out = []
+    rows = equal_budgets(fge)
+    if rows:
+        wins = sum(f < i for _, f, _, i in rows)
+        same = all(abs(b - c) < 1e-9 for b, _, c, _ in rows)
+        budgets = (" / ".join(f"{b:g}B" for b, *_ in rows) if same else
+                   " / ".join(f"{b:g}B" for b, *_ in rows) + " against " + " / ".join(f"{c:g}B" for *_, c, _ in rows))
+        out.append(headline(wins == len(rows),
+            f"At equal training budget ({budgets}; B = one network's training) FGE ensembles err on "
+            + " / ".join(f"{100 * f:.2f}%" for _, f, _, _ in rows) + " of the test set against "
+            + " / ".join(f"{100 * i:.2f}%" for *_, i in rows) + f" for ensembles of independently trained networks, lower at "
+            f"{wins} of {len(rows)} budgets; Garipov et al. 2018 find FGE ensembles better than independent ensembles of the "
+            "same training budget."))
+    test = swa[swa.split == "test"]
+    if (test.method == "swa").any() and (test.method == SGD).any():
+        e_swa, e_sgd = test[test.method == "swa"].error.mean(), test[test.method == SGD].error.mean()
+        shown = e_swa <= e_sgd
+        out.append(headline(shown,
+            f"SWA errs on {100 * e_swa:.2f}% of the test set against {100 * e_sgd:.2f}% for SGD at the same budget "
+            f"({'at least matching' if shown else 'worse than'} SGD); Izmailov et al. 2018 report SWA improving test "
+            "accuracy over SGD at equal budget."))
+    return out
+
+
 def section(fge: pd.DataFrame, swa: pd.DataFrame, setting_text: str) -> str:
     table = budget_table(fge)
     ind1 = fge[(fge.method == "independent") & (fge.members == 1)].error.mean() * 100
@@ -102,7 +143,7 @@ def section(fge: pd.DataFrame, swa: pd.DataFrame, setting_text: str) -> str:
     ind2 = fge[(fge.method == "independent") & (fge.members == 2)].error.mean() * 100
     test = swa[swa.split == "test"]
     e_swa = test[test.method == "swa"].error.mean() * 100
-    e_sgd = test[test.method == "sgd (seed, full schedule)"].error.mean() * 100
+    e_sgd = test[test.method == SGD].error.mean() * 100
     return "\n".join([
         "## Fast geometric ensembling and stochastic weight averaging (Garipov et al. 2018; Izmailov et al. 2018)",
         "",
@@ -131,6 +172,7 @@ def section(fge: pd.DataFrame, swa: pd.DataFrame, setting_text: str) -> str:
         f"- SWA: {e_swa:.1f}% test error against {e_sgd:.1f}% for the SGD solution at the same budget. Izmailov et al. report SWA "
         "improving test accuracy over SGD at equal budget; " + ("so it does here." if e_swa < e_sgd else "it does not here."),
         "",
+        *(line for h in headlines(fge, swa) for line in (h, "")),
     ])
 
 

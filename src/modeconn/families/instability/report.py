@@ -25,6 +25,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from ...config import Config  # noqa: E402
+from ...consolidated import headline as headline_line  # noqa: E402
 from ...core import barrier as barrier_math  # noqa: E402
 from ...core.instability import first_stable  # noqa: E402
 from ...io import write_csv, write_json, write_text  # noqa: E402
@@ -131,6 +132,24 @@ def metrics(summ: pd.DataFrame, stable: dict, points: int, bn: bool) -> dict:
     return out
 
 
+def headline(cfg: Config, summ: pd.DataFrame, threshold: float) -> str:
+    """The section's headline line (consolidated.headline): children forked at k = 0 are stable, as
+    Frankle et al. 2020 find for LeNet-300-100 on MNIST (test error barrier below the threshold)."""
+    paper = ("Frankle et al. 2020 find LeNet-300-100 on MNIST stable already at k = 0, while independently trained "
+             "networks are not (for this run's, see the barrier without matching in the Re-Basin headline)")
+    test = summ[(summ.split == "test") & (summ.k == 0)]
+    if test.empty:
+        tried = ", ".join(sorted(set(summ.k_label), key=lambda label: int(summ[summ.k_label == label].k.iloc[0])))
+        return headline_line(False, f"k = 0 is not among the spawn steps run ({tried}), so stability at initialisation "
+                                    f"is not tested for {cfg.model.name} on {cfg.data.name}; {paper}.")
+    row = test.iloc[0]
+    stable = row.error_barrier_mean < threshold
+    return headline_line(stable,
+        f"For {cfg.model.name} on {cfg.data.name}, children forked at k = 0 have a test error barrier of "
+        f"{pm(row.error_barrier_mean, row.error_barrier_std)} points, {'below' if stable else 'not below'} the stability "
+        f"threshold of {100 * threshold:g}%, so they are {'stable' if stable else 'not stable'} at initialisation; {paper}.")
+
+
 def section(cfg: Config, summ: pd.DataFrame, stable: dict, points: int, bn: bool) -> str:
     test = summ[summ.split == "test"].sort_values("k")
     first, last = test.iloc[0], test.iloc[-1]
@@ -163,6 +182,8 @@ def section(cfg: Config, summ: pd.DataFrame, stable: dict, points: int, bn: bool
             "The paper finds LeNet-300-100 on MNIST stable already at k = 0, and ResNet-20 on CIFAR-10 unstable at "
             "initialisation but stable from about iteration 2000 (3% of training); the barrier falling with k is the "
             "paper's central observation.",
+            "",
+            headline(cfg, summ, stable["threshold"]),
             "",
         ]
     )

@@ -23,6 +23,7 @@ import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 from scipy.sparse.csgraph import minimum_spanning_tree  # noqa: E402
 
+from ...consolidated import NEAR_ZERO, headline as headline_line, share  # noqa: E402
 from ...core import barrier as barrier_math  # noqa: E402
 from ...io import write_csv, write_json, write_text  # noqa: E402
 from ...tables import mean_std_table, pm  # noqa: E402
@@ -196,6 +197,19 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.0%}" if b > 0 else "n/a"
 
 
+def headline(summ: pd.DataFrame) -> str:
+    """The section's headline line (consolidated.headline): AutoNEB saddles close to the endpoints' loss
+    (Draxler et al. 2018), judged by the train loss barrier against the straight line's."""
+    tr = summ.set_index(["split", "metric"]).loc[("train", "loss")]
+    neb, line = tr.neb_barrier_mean, tr.get("linear_barrier_mean", float("nan"))
+    shown = bool(line > 0 and neb <= NEAR_ZERO * line)  # False when the linear paths are missing (NaN)
+    return headline_line(shown,
+        f"AutoNEB paths between independently trained seeds peak at a train loss of {tr.neb_saddle_mean:.4f} against "
+        f"{tr.endpoints_mean:.4f} at the endpoints, a barrier of {neb:.4f} that is {share(neb, line)} of the straight "
+        f"line's {line:.4f} ({'near zero' if shown else 'not near zero'} by the threshold of at most {NEAR_ZERO:.0%} of the "
+        "line's); Draxler et al. 2018 find AutoNEB saddles barely above the minima's loss (\"essentially no barriers\").")
+
+
 def section(pairs: pd.DataFrame, summ: pd.DataFrame, edges: pd.DataFrame, table: pd.DataFrame) -> str:
     s = summ.set_index(["split", "metric"])
     tr, te = s.loc[("train", "loss")], s.loc[("test", "error")]
@@ -224,6 +238,8 @@ def section(pairs: pd.DataFrame, summ: pd.DataFrame, edges: pd.DataFrame, table:
         f"- Minimum spanning tree: {len(edges)} edges, largest saddle train loss "
         f"{edges.saddle_train_loss.max():.4f}; Draxler et al. connect all their minima along the MST of saddle losses, "
         "so its largest edge bounds the loss needed to travel between any two of these minima.",
+        "",
+        headline(summ),
         "",
     ])
 

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from ...consolidated import NEAR_ZERO, headline as headline_line  # noqa: E402
 from ...io import write_csv, write_json, write_text  # noqa: E402
 from ...tables import mean_std_table, pm  # noqa: E402
 from ...figures import save_figure
@@ -108,6 +109,27 @@ def metrics(summ: pd.DataFrame, ens: pd.DataFrame) -> dict:
     return out
 
 
+def headline(summ: pd.DataFrame, ens: pd.DataFrame) -> str:
+    """The section's headline line (consolidated.headline): low-loss simplexes whose ensembles beat single
+    networks (Benton et al. 2021). Low loss: the worst sampled point's train loss at most NEAR_ZERO above
+    the trained networks'; beating: ESPRO's test accuracy above a single network's."""
+    vmax = int(summ.vertices.max())
+    train = summ[summ.split == "train"].set_index("vertices")
+    test = summ[summ.split == "test"].set_index("vertices")
+    worst, seed = float(train.loc[vmax, "loss_max"]), float(train.loc[1, "loss_mean"])
+    low = vmax > 1 and worst <= (1 + NEAR_ZERO) * seed
+    top = ens[ens.members == ens.members.max()].set_index("method")
+    k = int(ens.members.max())
+    espro, single = float(top.loc["espro", "accuracy"]), float(test.loc[1, "accuracy_mean"])
+    deep = f" (deep ensemble of the same {k} seeds: {100 * float(top.loc['deep_ensemble', 'accuracy']):.2f}%)" if "deep_ensemble" in top.index else ""
+    return headline_line(low and espro > single,
+        f"The {vmax}-vertex SPRO simplexes have a train loss of {worst:.4f} at their worst sampled point against {seed:.4f} "
+        f"at the trained networks ({'low' if low else 'not low'} by the threshold of at most {NEAR_ZERO:.0%} above it), and ESPRO "
+        f"over {k} simplexes reaches {100 * espro:.2f}% test accuracy against {100 * single:.2f}% for a single network"
+        f"{deep}, {'above' if espro > single else 'not above'} it; Benton et al. 2021 find every point of their simplexes "
+        "about as good as the trained network and ESPRO ensembles above single networks and deep ensembles of the same size.")
+
+
 def section(summ: pd.DataFrame, ens: pd.DataFrame, samples: int, ens_samples: int) -> str:
     vmax = int(summ.vertices.max())
     test = summ[summ.split == "test"].set_index("vertices")
@@ -138,6 +160,8 @@ def section(summ: pd.DataFrame, ens: pd.DataFrame, samples: int, ens_samples: in
         f"against {top.loc['deep_ensemble', 'accuracy']:.4f} and {top.loc['deep_ensemble', 'nll']:.4f} for the deep "
         "ensemble of the same seeds; Benton et al. report ESPRO above deep ensembles of the same size in accuracy and "
         "especially in NLL.",
+        "",
+        headline(summ, ens),
         "",
     ])
 
