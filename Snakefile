@@ -60,4 +60,4 @@ rule all:
     default_target: True
     input:
         [getattr(rules, family.name).input for family in FAMILIES],
-        "reports/README.md",  # the consolidated report: every family's section
+        in_reports("README.md"),  # the consolidated report: every family's section

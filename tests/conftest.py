@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
-from modeconn.config import ModelConfig
+from modeconn.config import ModelConfig, RunConfig
 from modeconn.core.params import module_state, stack
 from modeconn.models import build_model
+
+# The smoke preset's own folders (its run section): where the workflow tests find its files.
+SMOKE_RUN = RunConfig(**yaml.safe_load((Path(__file__).resolve().parents[1] / "config/smoke.yaml").read_text())["run"])
+SMOKE_RESULTS, SMOKE_REPORTS, SMOKE_LOGS = SMOKE_RUN.results, SMOKE_RUN.reports, SMOKE_RUN.logs
 
 MLP_SHAPE = (1, 12)
 IMAGE_SHAPE = (3, 8, 8)

@@ -26,6 +26,8 @@ import pytest
 
 pytestmark = pytest.mark.cluster
 
+from conftest import SMOKE_LOGS, SMOKE_REPORTS, SMOKE_RESULTS
+
 ROOT = Path(__file__).resolve().parents[1]
 COPY = ["Snakefile", "params.yaml", "workflow", "config", "profiles", "dvc.yaml"]
 RUN = ["--profile", "profiles/slurm", "--configfile", "config/smoke.yaml"]
@@ -81,7 +83,7 @@ def snakemake(cwd: Path, *extra: str, timeout: float = TIMEOUT) -> tuple[subproc
 
 
 def metrics(cwd: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted((cwd / "reports").glob("*/metrics.json"))}
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted((cwd / SMOKE_REPORTS).glob("*/metrics.json"))}
 
 
 def numbers(tree, prefix=""):
@@ -131,14 +133,14 @@ def test_smoke_dag_through_slurm(reference):
     from modeconn.families import registry
 
     names = {f.name for f in registry() if f.reports}
-    assert (cwd / "reports/README.md").stat().st_size > 0
+    assert (cwd / SMOKE_REPORTS / "README.md").stat().st_size > 0
     got = reference["metrics"]
     assert names <= set(got), sorted(names - set(got))
     for name, tree in got.items():
         values = dict(numbers(tree))
-        assert values, f"reports/{name}/metrics.json holds no numbers"
+        assert values, f"{SMOKE_REPORTS}/{name}/metrics.json holds no numbers"
     for family in names:
-        figures = list((cwd / "reports" / family).glob("*.png"))
+        figures = list((cwd / SMOKE_REPORTS / family).glob("*.png"))
         assert figures and all(f.stat().st_size > 1000 for f in figures), family
     # nothing left in the queue
     rid = re.search(r"SLURM run ID: (\S+)", log).group(1)
@@ -163,7 +165,7 @@ def partial_files(root: Path) -> list[str]:
 
 def test_scancel_leaves_no_partial_output_and_rerun_matches(reference, tmp_path):
     cwd = workdir(tmp_path / "run")
-    target_rule, target_out, target_log = "train_seeds", cwd / "results/seeds/population0", cwd / "logs/seeds/train_population0.log"
+    target_rule, target_out, target_log = "train_seeds", cwd / SMOKE_RESULTS / "seeds/population0", cwd / SMOKE_LOGS / "seeds/train_population0.log"
     proc = subprocess.Popen(["snakemake", *RUN], cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     cancelled = None
@@ -199,7 +201,7 @@ def test_scancel_leaves_no_partial_output_and_rerun_matches(reference, tmp_path)
     assert re.search(rf"SLURM-job '{cancelled}' failed, SLURM status is: 'CANCELLED'", first), first[-4000:]
     # the error names the Slurm log beside the job's own log, and Slurm wrote why the job ended there
     slurm_log = cwd / f"logs/slurm/rule_{target_rule}/0/{cancelled}.log"
-    assert re.search(rf"log: logs/seeds/train_population0\.log, {re.escape(str(slurm_log))}", first), first[-4000:]
+    assert re.search(rf"log: {re.escape(SMOKE_LOGS)}/seeds/train_population0\.log, {re.escape(str(slurm_log))}", first), first[-4000:]
     assert "CANCELLED" in slurm_log.read_text()
     # no half-written output: the cancelled job's output is gone (or Snakemake marked it incomplete),
     # and no temporary file of an interrupted write is left anywhere
@@ -209,7 +211,7 @@ def test_scancel_leaves_no_partial_output_and_rerun_matches(reference, tmp_path)
           f"{'exists' if target_out.exists() else 'absent'}; snakemake --summary: {row.split()[1:] if row else 'no row'}")
     if target_out.exists():
         assert "incomplete" in row or "missing" in row, row
-    assert partial_files(cwd / "results") == [] and partial_files(cwd / "data") == []
+    assert partial_files(cwd / SMOKE_RESULTS) == []
 
     # the rerun picks up where it stopped and ends with the uninterrupted run's metrics
     again, seconds = snakemake(cwd)

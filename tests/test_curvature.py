@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from pathlib import Path
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -468,18 +469,25 @@ def test_file_labels_keep_the_whole_file_identity():
 
     from modeconn.families.flatness.stage import file_label
 
-    assert file_label(Path("results/rebasin/pairs/seed0-seed1/weight.safetensors")) == "rebasin/pairs/seed0-seed1/weight"
-    assert file_label(Path("results/lottery/level2/seed0.imp.safetensors")) == "lottery/level2/seed0.imp"
-    assert file_label(Path("results/lottery/level1/seed0.imp.safetensors")) != file_label(Path("results/lottery/level2/seed0.imp.safetensors"))
+    assert file_label(Path("results/rebasin/pairs/seed0-seed1/weight.safetensors"), "results") == "rebasin/pairs/seed0-seed1/weight"
+    assert file_label(Path("results/lottery/level2/seed0.imp.safetensors"), "results") == "lottery/level2/seed0.imp"
+    assert file_label(Path("results/lottery/level1/seed0.imp.safetensors"), "results") != file_label(Path("results/lottery/level2/seed0.imp.safetensors"), "results")
+    # A named run's files get the same labels relative to its own results folder (run.results).
+    named = file_label(Path("results/mnist_cpu/lottery/level2/seed0.imp.safetensors"), "results/mnist_cpu")
+    assert named == file_label(Path("results/lottery/level2/seed0.imp.safetensors"), "results")
+    # A file outside the run's folder keeps its whole path.
+    assert file_label(Path("elsewhere/seed0.safetensors"), "results") == "elsewhere/seed0"
 
 
-def test_matched_paths_from_one_seed_keep_distinct_labels(tmp_path):
+def test_matched_paths_from_one_seed_keep_distinct_labels(tmp_path, monkeypatch):
     # Re-Basin's paths run from seed a to seed b permuted onto a: results/rebasin/pairs/seed{a}-seed{b}/weight.
     # Pairs (0, 1) and (0, 2) share A and the stem of B; their labels must still differ.
     from modeconn.families.flatness import stage as flatness
 
+    monkeypatch.chdir(tmp_path)  # the workflow passes paths relative to the project, like these
     _, params, buffers = population("mlp", [0, 1, 2])
     files = save_networks(tmp_path, ["results/seeds/seed0", "results/rebasin/pairs/seed0-seed1/weight", "results/rebasin/pairs/seed0-seed2/weight"], params, buffers)
+    files = [Path(f).relative_to(tmp_path) for f in files]
     cfg = stage_cfg()
     a = flatness.load_path(cfg, flatness.Spec.parse(f"rebasin={files[0]},{files[1]}"), torch.device("cpu"))
     b = flatness.load_path(cfg, flatness.Spec.parse(f"rebasin={files[0]},{files[2]}"), torch.device("cpu"))

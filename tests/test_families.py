@@ -16,6 +16,7 @@ import pytest
 import yaml
 from test_workflow import copy_workflow
 
+from conftest import SMOKE_REPORTS
 from modeconn.config import Config, schema, sections
 from modeconn.families import BUILTIN, get, names, registry
 from modeconn.models import MODELS, ModelConfig, build_model, width_key
@@ -105,12 +106,25 @@ def test_dvc_stages_declare_exactly_each_familys_report_files():
         for kind in ("outs", "metrics", "plots"):
             for entry in stage.get(kind, []):
                 path = next(iter(entry)) if isinstance(entry, dict) else entry
+                path = path.replace("${run.reports}", "reports")  # DVC fills it from params.yaml's run section
                 if path.startswith(f"reports/{family.name}/"):
                     declared.add(path)
         assert declared == set(family.report_files()), family.name
         assert f" {family.name} " in stage["cmd"], stage["cmd"]
-    readme_deps = set(stages["report"]["deps"])
+    readme_deps = {d.replace("${run.reports}", "reports") for d in stages["report"]["deps"]}
     assert {f"reports/{f}/section.md" for f in names()} <= readme_deps
+
+
+def test_dvc_paths_all_derive_from_the_run_section():
+    """Every output and data path in dvc.yaml is templated from run.results / run.reports, so a
+    run of another preset (dvc exp run -S run.name=... ) keeps its own DVC outputs."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        for kind in ("deps", "outs", "metrics", "plots"):
+            for entry in stage.get(kind, []):
+                path = next(iter(entry)) if isinstance(entry, dict) else entry
+                if path.split("/")[0] in ("results", "reports", "data") or "prepared" in path:
+                    raise AssertionError(f"dvc.yaml stage {name}: {kind} path {path!r} does not derive from run.*")
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -141,7 +155,7 @@ def test_example_family_is_picked_up_from_its_entry_point(tmp_path):
     copy_workflow(tmp_path)
     dry = run(sys.executable, "-m", "snakemake", "midpoint", "-n", "--configfile", "config/smoke.yaml", cwd=tmp_path)
     assert "report_midpoint" in dry.stdout + dry.stderr
-    graph = run(sys.executable, "-m", "snakemake", "reports/README.md", "-n", "--forceall", "--configfile", "config/smoke.yaml",
+    graph = run(sys.executable, "-m", "snakemake", f"{SMOKE_REPORTS}/README.md", "-n", "--forceall", "--configfile", "config/smoke.yaml",
                 "--dag", cwd=tmp_path).stdout
     assert "report_midpoint" in graph  # the consolidated report waits for its section
 

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 
 from modeconn import checkpoint, resume
@@ -22,24 +23,52 @@ from modeconn.cli import main
 from modeconn.config import Config
 from modeconn.jobs import Job
 
-PARAMS = {
-    "data": {"name": "mnist1d", "num_samples": 400},
-    "model": {"name": "mlp", "depth": 1, "width": 16},
-    # 300 training examples in batches of 50: 6 steps per epoch, 24 in all
-    "train": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "duration": "4ep", "batch_size": 50, "checkpoint_steps": ["0it", "6it", "12it"]},
-    "seeds": {"count": 2},
-    "instability": {"steps": ["6it"], "trunks": 1, "pairs": 1, "points": 3},
-    "lottery": {"seeds": 1, "levels": 2, "rewind_step": "6it"},
-    "fge": {"start": "12it", "cycle": "1ep", "cycles": 2, "lr1": 0.05, "lr2": 0.0005},
-    "swa": {"start": "12it", "duration": "2ep", "lr": 0.01, "every": "3it"},
-    "curves": {"duration": "3ep", "batch_size": 50, "points": 3, "ensemble_sizes": [2], "grid": 2, "plane_examples": 50},
-    "neb": {"batch_size": 50, "dense_points": 3, "eval_examples": 100,
-            "cycles": [{"method": "equal", "insert": 1, "steps": "4it", "lr": 0.01}, {"method": "highest", "insert": 1, "steps": "4it", "lr": 0.01}]},
-    "simplex": {"duration": "2ep", "batch_size": 50, "vertices": 3, "eval_samples": 2, "ensemble_samples": 2},
-    "rebasin": {"methods": ["ste"], "ste_steps": 2, "ste_batch_size": 50, "ste_eval_examples": 100, "activation_examples": 100, "repair_examples": 100},
-    "evaluation": {"max_examples": 100},
-    "tracking": {"enabled": False},
-}
+# One params.yaml-like text (config sections, several named like families: YAML, not a Python list of families).
+# 300 training examples in batches of 50: 6 steps per epoch, 24 in all.
+PARAMS = yaml.safe_load("""
+data: {name: mnist1d, num_samples: 400}
+model: {name: mlp, depth: 1, width: 16}
+train:
+  optimizer: sgd
+  lr: 0.05
+  momentum: 0.9
+  duration: 4ep
+  batch_size: 50
+  checkpoint_steps: [0it, 6it, 12it]
+seeds: {count: 2}
+instability:
+  steps: [6it]
+  trunks: 1
+  pairs: 1
+  points: 3
+lottery: {seeds: 1, levels: 2, rewind_step: 6it}
+fge: {start: 12it, cycle: 1ep, cycles: 2, lr1: 0.05, lr2: 0.0005}
+swa: {start: 12it, duration: 2ep, lr: 0.01, every: 3it}
+curves:
+  duration: 3ep
+  batch_size: 50
+  points: 3
+  ensemble_sizes: [2]
+  grid: 2
+  plane_examples: 50
+neb:
+  batch_size: 50
+  dense_points: 3
+  eval_examples: 100
+  cycles:
+  - {method: equal, insert: 1, steps: 4it, lr: 0.01}
+  - {method: highest, insert: 1, steps: 4it, lr: 0.01}
+simplex: {duration: 2ep, batch_size: 50, vertices: 3, eval_samples: 2, ensemble_samples: 2}
+rebasin:
+  methods: [ste]
+  ste_steps: 2
+  ste_batch_size: 50
+  ste_eval_examples: 100
+  activation_examples: 100
+  repair_examples: 100
+evaluation: {max_examples: 100}
+tracking: {enabled: false}
+""")
 CFG = Config.from_dict(PARAMS)
 JOB = Job(device="cpu", threads=1)
 

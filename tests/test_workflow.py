@@ -21,6 +21,8 @@ import pytest
 
 from modeconn.families import get, names
 
+from conftest import SMOKE_REPORTS, SMOKE_RESULTS
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "tests/example_family"
 WORKFLOW_FILES = ["Snakefile", "params.yaml", "workflow", "config", "profiles"]
@@ -56,19 +58,19 @@ def work(tmp_path_factory) -> Path:
 def test_reports_are_written(work):
     for name in get("seeds").report_files():
         assert (work / name).stat().st_size > 0, name
-    metrics = json.loads((work / "reports/seeds/metrics.json").read_text())
+    metrics = json.loads((work / SMOKE_REPORTS / "seeds/metrics.json").read_text())
     assert metrics["pairs"] == 3 and metrics["points"] == 5
     # the reported mean barrier is max over α minus the endpoints' mean, recomputed from the
     # interpolation table the report also wrote, averaged over the pairs
     import pandas as pd
 
-    points = pd.read_csv(work / "reports/seeds/interpolation.csv")
+    points = pd.read_csv(work / SMOKE_REPORTS / "seeds/interpolation.csv")
     for split in ("train", "test"):
         for metric in ("loss", "error"):
             per_pair = [g.sort_values("alpha")[metric].to_numpy() for _, g in points[points.split == split].groupby("pair")]
             expected = sum(v.max() - 0.5 * (v[0] + v[-1]) for v in per_pair) / len(per_pair)
             assert metrics["barrier"][split][metric]["mean"] == pytest.approx(expected, rel=1e-9, abs=1e-12), (split, metric)
-    markdown = (work / "reports/seeds/barriers.md").read_text()
+    markdown = (work / SMOKE_REPORTS / "seeds/barriers.md").read_text()
     assert "5 evenly spaced alphas" in markdown and "±" in markdown
 
 
@@ -80,7 +82,7 @@ def test_checkpoints_per_seed_and_step(work):
     cfg = Config.from_dict(load_yaml(work / "params.yaml", work / "config/smoke.yaml"))
     steps = {iterations(s, 480 // 64) for s in cfg.seed_checkpoint_steps()}  # full batches per epoch
     assert {0, 7} <= steps  # train.checkpoint_steps [0it, 1ep] (480 examples / 64 = 7 steps per epoch)
-    names = {p.name for p in (work / "results/seeds").glob("population*/*.safetensors")}
+    names = {p.name for p in (work / SMOKE_RESULTS / "seeds").glob("population*/*.safetensors")}
     expected = {f"seed{s}.safetensors" for s in range(3)} | {f"seed{s}.step{k}.safetensors" for s in range(3) for k in steps}
     assert names == expected
 
@@ -89,7 +91,7 @@ def test_checkpoints_per_seed_and_step(work):
 def test_every_family_writes_its_reports(work, family):
     """Every file the family's REPORTS lists (its report rule's outputs) is written and nothing else;
     its DVC metrics parse; its section is in the README."""
-    reports = work / "reports" / family
+    reports = work / SMOKE_REPORTS / family
     listed = get(family).reports
     assert sorted(p.name for p in reports.iterdir()) == sorted(listed)
     for name in listed:
@@ -98,7 +100,7 @@ def test_every_family_writes_its_reports(work, family):
     assert isinstance(metrics, dict) and metrics
     pngs = list(reports.glob("*.png"))
     assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
-    readme = (work / "reports/README.md").read_text()
+    readme = (work / SMOKE_REPORTS / "README.md").read_text()
     section = (reports / "section.md").read_text()
     assert section.splitlines()[0].startswith("## ")
     assert section.splitlines()[0] in readme
@@ -108,11 +110,11 @@ def test_example_family_registered_from_outside_runs_end_to_end(work):
     """tests/example_family's midpoint family: its rules ran, its report files exist, and its section
     comes last in the consolidated report (after every built-in family)."""
     for name in ("midpoints.csv", "metrics.json", "section.md"):
-        assert (work / "reports/midpoint" / name).stat().st_size > 0, name
-    metrics = json.loads((work / "reports/midpoint/metrics.json").read_text())
+        assert (work / SMOKE_REPORTS / "midpoint" / name).stat().st_size > 0, name
+    metrics = json.loads((work / SMOKE_REPORTS / "midpoint/metrics.json").read_text())
     assert metrics["pairs"] == 3 and 0.0 <= metrics["mean_error"] <= 1.0
-    readme = (work / "reports/README.md").read_text()
-    assert readme.index("## Midpoints") > readme.index((work / "reports/landscape/section.md").read_text().splitlines()[0])
+    readme = (work / SMOKE_REPORTS / "README.md").read_text()
+    assert readme.index("## Midpoints") > readme.index((work / SMOKE_REPORTS / "landscape/section.md").read_text().splitlines()[0])
 
 
 def test_every_family_is_recorded_in_mlflow(work):
@@ -184,7 +186,7 @@ def test_killed_run_resumes_with_the_same_command(work, tmp_path):
     proc.wait(timeout=60)
     rerun = snakemake(copy, "seeds", "--configfile", "config/smoke.yaml", "--cores", "2")
     assert "removed" in rerun.stderr and "stale lock" in rerun.stderr
-    assert (copy / "reports/seeds/metrics.json").read_text() == (work / "reports/seeds/metrics.json").read_text()
+    assert (copy / SMOKE_REPORTS / "seeds/metrics.json").read_text() == (work / SMOKE_REPORTS / "seeds/metrics.json").read_text()
     db = sqlite3.connect(copy / "mlflow.db")
     statuses = {s for (s,) in db.execute("select status from runs")}
     assert "RUNNING" not in statuses and "KILLED" in statuses, statuses
@@ -193,6 +195,28 @@ def test_killed_run_resumes_with_the_same_command(work, tmp_path):
 def test_second_run_has_nothing_to_do(work):
     out = snakemake(work, "--configfile", "config/smoke.yaml", "-n")
     assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_presets_keep_their_own_results(work):
+    """A run of another preset in the same folder (its own run section) writes only into its own
+    folders: every file of the smoke run is untouched, both runs are complete afterwards (snakemake
+    -n has nothing to do for either) and each job's MLflow run carries its run's name."""
+    (work / "other.yaml").write_text("run: {name: other, results: results/other, reports: reports/other}\n"
+                                      "seeds: {count: 2, population: 2, interpolation_points: 3}\n")
+    smoke_files = [p for folder in (SMOKE_RESULTS, SMOKE_REPORTS) for p in (work / folder).rglob("*") if p.is_file()]
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in smoke_files}
+    snakemake(work, "seeds", "--configfile", "config/smoke.yaml", "other.yaml", "--cores", "2")
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in smoke_files} == before
+    other = json.loads((work / "reports/other/seeds/metrics.json").read_text())
+    assert other != json.loads((work / SMOKE_REPORTS / "seeds/metrics.json").read_text())  # 2 seeds, not 3
+    assert sorted(p.name for p in (work / "results/other/seeds").glob("population*/seed?.safetensors")) == ["seed0.safetensors", "seed1.safetensors"]
+    for args in (("--configfile", "config/smoke.yaml"), ("seeds", "--configfile", "config/smoke.yaml", "other.yaml")):
+        out = snakemake(work, *args, "-n")
+        assert "Nothing to be done" in out.stdout + out.stderr, args
+    db = sqlite3.connect(work / "mlflow.db")
+    tagged = dict(db.execute("select t.value, count(*) from tags t join tags r on r.run_uuid = t.run_uuid"
+                             " where t.key = 'run' and r.key = 'rule' and r.value = 'train_seeds' group by t.value").fetchall())
+    assert tagged.get("other") == 1 and tagged.get("smoke", 0) >= 1, tagged
 
 
 def test_param_change_reruns_only_what_it_touches(work):

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import Config, ConfigError, check_steps, load_yaml
+from .config import Config, ConfigError, check, load_yaml
 from .families import registry
 
 
@@ -41,8 +41,27 @@ def cmd_validate(args, cfg: Config) -> None:
     """Print the full configuration with defaults filled in (after the DAG-build cross-key checks)."""
     import yaml
 
-    check_steps(cfg)
+    check(cfg)
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+
+
+def cmd_dvc_params(args, cfg: Config) -> None:
+    """Print one `--set-param=KEY=VALUE` argument per key the presets set, for
+    `dvc exp run $(modeconn dvc-params config/<preset>.yaml ...)`: DVC then runs the pipeline with
+    params.yaml plus the presets (the presets' `run` section keys every DVC output to the preset's
+    folders), records them in the experiment, and nobody copies values by hand. The merged
+    parameters pass the same checks as the workflow's before anything is printed."""
+    from .config import flatten
+
+    preset = load_yaml(*args.presets)
+    merged = Config.from_dict(load_yaml(*(args.params_file or ["params.yaml"]), *args.presets),
+                              source=" + ".join(map(str, ["params.yaml", *args.presets])))
+    check(merged)
+    for key, value in flatten(preset).items():
+        text = json.dumps(value, separators=(",", ":"))  # JSON is YAML: DVC parses it back
+        if any(c.isspace() for c in text):
+            raise ConfigError(f"{key}: {value!r} holds whitespace, which a shell would split; set it with -S by hand")
+        print(f"--set-param={key}={text}")
 
 
 def cmd_init_tracking(args, cfg: Config) -> None:
@@ -80,6 +99,8 @@ def parser() -> argparse.ArgumentParser:
         return p
 
     command("validate", cmd_validate, "validate parameters and print them with defaults filled in")
+    p = command("dvc-params", cmd_dvc_params, "print the --set-param arguments that run presets under DVC: dvc exp run $(modeconn dvc-params config/mnist_cpu.yaml)")
+    p.add_argument("presets", nargs="+", type=Path, help="preset files, merged left to right over params.yaml")
     command("init-tracking", cmd_init_tracking, "create the MLflow store and experiment (before jobs fan out)")
     p = command("prepare-data", cmd_prepare_data, "build the configured dataset into one safetensors file")
     p.add_argument("--out", type=Path, required=True)

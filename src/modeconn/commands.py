@@ -20,4 +20,5 @@ def job(args: argparse.Namespace, cfg):
         threads=args.threads if args.threads is not None else cfg.runtime.threads,
         rule=args.rule,
         wildcards=args.wildcards,
+        run=cfg.run.name,
     )

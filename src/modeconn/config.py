@@ -72,6 +72,8 @@ def _keys(error: jsonschema.ValidationError) -> list[str]:
     if error.validator == "pattern" and "(ep|it)" in str(error.validator_value):
         kind = "a positive duration" if "[1-9]" in str(error.validator_value) else "a step"
         return [f"{path}: {error.instance!r} is not {kind}: <N>ep (epochs) or <N>it (iterations)"]
+    if error.validator == "pattern" and str(error.validator_value).startswith("^(?!/)"):
+        return [f"{path}: {error.instance!r} is not a folder inside the project (relative, letters, digits, _ . - /, no . or .. parts)"]
     return [f"{path or '<top level>'}: {error.message}"]
 
 
@@ -117,6 +119,23 @@ def _deep_update(into: dict, new: dict) -> None:
 
 MNIST1D_TRAIN_SPLIT = 0.8  # mnist1d.data.get_dataset_args().train_split (tested)
 TRAIN_EXAMPLES = {"mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Which run this is and where its files go (see check_run): every workflow path derives from it."""
+
+    name: str = "default"
+    results: str = "results"
+    reports: str = "reports"
+
+    @property
+    def logs(self) -> str:
+        """Job logs: logs/ for the default run, logs/<name>/ for a named one."""
+        return "logs" if self.name == DEFAULT_RUN.name else f"logs/{self.name}"
+
+
+DEFAULT_RUN = RunConfig()
 
 
 @dataclass(frozen=True)
@@ -186,6 +205,7 @@ class TrackingConfig:
 
 
 CORE_SECTIONS: dict[str, type] = {
+    "run": RunConfig,
     "runtime": RuntimeConfig,
     "data": DataConfig,
     "model": ModelConfig,
@@ -304,3 +324,26 @@ def check_steps(cfg: Config) -> None:
                    for key, step in asked if iterations(step, spe) > total})
     if late:
         raise ConfigError("invalid configuration\n  " + "\n  ".join(late))
+
+
+def check_run(cfg: Config) -> None:
+    """Cross-key checks of the run's folders, made when the DAG is built: a named run (a preset)
+    must not write into the default run's folders or into another run's, and its results and
+    reports folders must be apart. Raises ConfigError naming the key and its value."""
+    run, problems = cfg.run, []
+    results, reports = Path(run.results), Path(run.reports)
+    if run.name != DEFAULT_RUN.name:
+        for key, folder, default in (("results", results, DEFAULT_RUN.results), ("reports", reports, DEFAULT_RUN.reports)):
+            if folder == Path(default):
+                problems.append(f"run.{key}: {str(folder)!r} is the default run's folder; a run named {run.name!r} "
+                                f"needs its own (e.g. {default}/{run.name}), or it overwrites the default run's files")
+    if results == reports or results in reports.parents or reports in results.parents:
+        problems.append(f"run.results: {run.results!r} and run.reports: {run.reports!r} must be apart (neither inside the other)")
+    if problems:
+        raise ConfigError("invalid configuration\n  " + "\n  ".join(problems))
+
+
+def check(cfg: Config) -> None:
+    """Every cross-key check (the run's folders, then the steps), as the workflow and the CLI make them."""
+    check_run(cfg)
+    check_steps(cfg)

@@ -36,6 +36,7 @@ class Job:
     threads: int = 0
     rule: str = "manual"
     wildcards: str = ""
+    run: str = "default"  # run.name: which preset's run this job belongs to
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":
@@ -50,7 +51,7 @@ class Job:
         return self.torch_device()
 
     def tags(self, **extra: str) -> dict[str, str]:
-        return {"rule": self.rule, "wildcards": self.wildcards, **extra}
+        return {"rule": self.rule, "wildcards": self.wildcards, "run": self.run, **extra}
 
 
 def data_on(path: str | Path, device: torch.device) -> Dataset:

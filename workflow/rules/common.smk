@@ -5,7 +5,7 @@
 import json
 import sys
 
-from modeconn.config import Config, ConfigError, check_steps
+from modeconn.config import Config, ConfigError, check
 from modeconn.families import registry
 from modeconn.models import width_key
 from modeconn.provenance import imported_sources, source_hash
@@ -13,7 +13,7 @@ from modeconn import recovery
 
 try:
     CFG = Config.from_dict(config, source="params.yaml (+ --configfile)")
-    check_steps(CFG)  # cross-key: every step a family asks for lies inside the seeds' training
+    check(CFG)  # cross-key: the run's own folders; every step a family asks for lies inside the seeds' training
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
@@ -28,7 +28,26 @@ FAMILIES = registry()
 ENV = str(Path(workflow.basedir) / "workflow/envs/modeconn.yaml")
 # Only a run on CUDA asks the cluster for a GPU; on one machine the resource is unconstrained.
 GPU = 1 if CFG.runtime.device == "cuda" else 0
-DATA_FILE = f"data/prepared/{CFG.data.name}.safetensors"
+
+# Every path of the run derives from run.results / run.reports / its logs folder (run section of
+# params.yaml): runs of different presets keep their own files, and the default run keeps
+# results/, reports/ and logs/.
+RESULTS, REPORTS, LOGS = CFG.run.results, CFG.run.reports, CFG.run.logs
+
+
+def in_results(path):
+    return f"{RESULTS}/{path}"
+
+
+def in_reports(path):
+    return f"{REPORTS}/{path}"
+
+
+def in_logs(path):
+    return f"{LOGS}/{path}"
+
+
+DATA_FILE = in_results(f"data/{CFG.data.name}.safetensors")
 
 # What the flatness family measures, filled by each family's rules.smk (included before flatness):
 # group -> checkpoints of its minima (any network checkpoint: seed, fork, ticket, fge, swa...), and
@@ -43,8 +62,8 @@ DIRECTORY_OUTPUTS = []
 def params_json(barrier=False, **sections):
     """JSON of the params.yaml sections (or parts of them) that one job uses. Pass section=True for
     a whole section, section={...} for some of its keys. The job reruns exactly when this text changes.
-    Every job also gets `runtime` and `tracking`: where it runs changes its numerics, and where it
-    is recorded is part of its provenance.
+    Every job also gets `runtime`, `tracking` and `run`: where it runs changes its
+    numerics, and where and under which run it is recorded is part of its provenance.
 
     evaluation.barrier (which barrier definition a table reports) is not part of evaluation=True:
     the jobs that evaluate paths record every definition, so only the jobs that pick one for a
@@ -54,7 +73,7 @@ def params_json(barrier=False, **sections):
         chosen["evaluation"] = {k: v for k, v in FULL["evaluation"].items() if k != "barrier"}
     if barrier:
         chosen["evaluation"] = {**chosen.get("evaluation", {}), "barrier": FULL["evaluation"]["barrier"]}
-    chosen |= {"runtime": FULL["runtime"], "tracking": FULL["tracking"]}
+    chosen |= {"runtime": FULL["runtime"], "tracking": FULL["tracking"], "run": FULL["run"]}
     return json.dumps(chosen, sort_keys=True)
 
 
@@ -76,7 +95,7 @@ def report_outputs(name):
     family = next(f for f in FAMILIES if f.name == name)
     outputs = []
     for file, caption in family.reports.items():
-        path = f"reports/{name}/{file}"
+        path = in_reports(f"{name}/{file}")
         if caption is None:
             outputs.append(path)
         else:
@@ -86,7 +105,7 @@ def report_outputs(name):
 
 
 def report_files(name):
-    return next(f for f in FAMILIES if f.name == name).report_files()
+    return next(f for f in FAMILIES if f.name == name).report_files(REPORTS)
 
 
 def seed_file(seed):

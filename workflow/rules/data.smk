@@ -8,13 +8,13 @@ rule data:
 
 rule prepare_data:
     output:
-        "data/prepared/{dataset}.safetensors",
+        in_results("data/{dataset}.safetensors"),
     params:
         cfg=params_json(data=True),
         code=code("data"),
     conda:
         ENV
     log:
-        "logs/prepare_data/{dataset}.log",
+        in_logs("prepare_data/{dataset}.log"),
     shell:
         "modeconn prepare-data --params {params.cfg:q} --out {output:q} --rule prepare_data > {log:q} 2>&1"

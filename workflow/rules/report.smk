@@ -3,15 +3,16 @@
 
 rule report_readme:
     input:
-        [f"reports/{family.name}/section.md" for family in FAMILIES if "section.md" in family.reports],
+        [in_reports(f"{family.name}/section.md") for family in FAMILIES if "section.md" in family.reports],
     output:
-        "reports/README.md",
+        in_reports("README.md"),
     params:
         cfg=params_json(data=True, model=True, train=True, seeds=True, evaluation=True, barrier=True),
         code=code("consolidated"),
+        reports=REPORTS,
     conda:
         ENV
     log:
-        "logs/report/readme.log",
+        in_logs("report/readme.log"),
     shell:
-        "modeconn report-readme --params {params.cfg:q} --reports reports --out {output:q} --rule report_readme > {log:q} 2>&1"
+        "modeconn report-readme --params {params.cfg:q} --reports {params.reports:q} --out {output:q} --rule report_readme > {log:q} 2>&1"

@@ -8,14 +8,15 @@ rule midpoint:
 
 rule report_midpoint:
     input:
-        [f"results/seeds/pairs/seed{a}-seed{b}.csv" for a, b in SEED_PAIRS],
+        [in_results(f"seeds/pairs/seed{a}-seed{b}.csv") for a, b in SEED_PAIRS],
     output:
         report_outputs("midpoint"),
     params:
         cfg=params_json(midpoint=True),
+        out_dir=in_reports("midpoint"),
     conda:
         ENV
     log:
-        "logs/midpoint/report.log",
+        in_logs("midpoint/report.log"),
     shell:
-        "modeconn report-midpoint --params {params.cfg:q} --out-dir reports/midpoint --rule report_midpoint {input:q} > {log:q} 2>&1"
+        "modeconn report-midpoint --params {params.cfg:q} --out-dir {params.out_dir:q} --rule report_midpoint {input:q} > {log:q} 2>&1"

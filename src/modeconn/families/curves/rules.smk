@@ -4,9 +4,9 @@
 CURVE_PAIRS = SEED_PAIRS[: CFG.curves.pairs]
 CURVE_KINDS = list(CFG.curves.kinds)
 # The flatness family measures along every curve.
-FLATNESS_PATHS["curves"] = [f"results/curves/seed{a}-seed{b}.{kind}.safetensors" for a, b in CURVE_PAIRS for kind in CURVE_KINDS]
+FLATNESS_PATHS["curves"] = [in_results(f"curves/seed{a}-seed{b}.{kind}.safetensors") for a, b in CURVE_PAIRS for kind in CURVE_KINDS]
 # The curve checkpoints of one pair (one per kind), input of its evaluation and plane jobs.
-CURVE_FILES = lambda w: [f"results/curves/seed{w.a}-seed{w.b}.{kind}.safetensors" for kind in CURVE_KINDS]  # noqa: E731
+CURVE_FILES = lambda w: [in_results(f"curves/seed{w.a}-seed{w.b}.{kind}.safetensors") for kind in CURVE_KINDS]  # noqa: E731
 
 
 rule curves:
@@ -20,7 +20,7 @@ rule train_curves:
         a=lambda w: POPULATION_DIR[int(w.a)],
         b=lambda w: POPULATION_DIR[int(w.b)],
     output:
-        [f"results/curves/seed{{a}}-seed{{b}}.{kind}.safetensors" for kind in CURVE_KINDS],
+        [in_results(f"curves/seed{{a}}-seed{{b}}.{kind}.safetensors") for kind in CURVE_KINDS],
     params:
         cfg=params_json(data=True, model=True, train=True, curves=True),
         code=code("families.curves.stage"),
@@ -30,7 +30,7 @@ rule train_curves:
     resources:
         gpu=GPU,
     log:
-        "logs/curves/train_seed{a}-seed{b}.log",
+        in_logs("curves/train_seed{a}-seed{b}.log"),
     shell:
         "modeconn train-curves --params {params.cfg:q} --data {input.data:q}"
         " --a {input.a:q}/seed{wildcards.a}.safetensors --b {input.b:q}/seed{wildcards.b}.safetensors"
@@ -45,8 +45,8 @@ rule evaluate_curves:
         b=lambda w: POPULATION_DIR[int(w.b)],
         curves=CURVE_FILES,
     output:
-        along="results/curves/along/seed{a}-seed{b}.csv",
-        ensembles="results/curves/ensembles/seed{a}-seed{b}.csv",
+        along=in_results("curves/along/seed{a}-seed{b}.csv"),
+        ensembles=in_results("curves/ensembles/seed{a}-seed{b}.csv"),
     params:
         cfg=params_json(data=True, model=True, evaluation=True, curves=True),
         code=code("families.curves.stage"),
@@ -56,7 +56,7 @@ rule evaluate_curves:
     resources:
         gpu=GPU,
     log:
-        "logs/curves/evaluate_seed{a}-seed{b}.log",
+        in_logs("curves/evaluate_seed{a}-seed{b}.log"),
     shell:
         "modeconn evaluate-curves --params {params.cfg:q} --data {input.data:q}"
         " --a {input.a:q}/seed{wildcards.a}.safetensors --b {input.b:q}/seed{wildcards.b}.safetensors"
@@ -71,7 +71,7 @@ rule curve_plane:
         b=lambda w: POPULATION_DIR[int(w.b)],
         curves=CURVE_FILES,
     output:
-        "results/curves/plane/seed{a}-seed{b}.csv",
+        in_results("curves/plane/seed{a}-seed{b}.csv"),
     params:
         cfg=params_json(data=True, model=True, evaluation=True, curves=True),
         code=code("families.curves.stage"),
@@ -81,7 +81,7 @@ rule curve_plane:
     resources:
         gpu=GPU,
     log:
-        "logs/curves/plane_seed{a}-seed{b}.log",
+        in_logs("curves/plane_seed{a}-seed{b}.log"),
     shell:
         "modeconn curve-plane --params {params.cfg:q} --data {input.data:q}"
         " --a {input.a:q}/seed{wildcards.a}.safetensors --b {input.b:q}/seed{wildcards.b}.safetensors"
@@ -91,18 +91,19 @@ rule curve_plane:
 
 rule report_curves:
     input:
-        along=[f"results/curves/along/seed{a}-seed{b}.csv" for a, b in CURVE_PAIRS],
-        ensembles=[f"results/curves/ensembles/seed{a}-seed{b}.csv" for a, b in CURVE_PAIRS],
-        planes=[f"results/curves/plane/seed{a}-seed{b}.csv" for a, b in CURVE_PAIRS],
+        along=[in_results(f"curves/along/seed{a}-seed{b}.csv") for a, b in CURVE_PAIRS],
+        ensembles=[in_results(f"curves/ensembles/seed{a}-seed{b}.csv") for a, b in CURVE_PAIRS],
+        planes=[in_results(f"curves/plane/seed{a}-seed{b}.csv") for a, b in CURVE_PAIRS],
     output:
         report_outputs("curves"),
     params:
+        out_dir=in_reports("curves"),
         cfg=params_json(data=True, model=True, curves=True, barrier=True),
         code=code("families.curves.report"),
     conda:
         ENV
     log:
-        "logs/curves/report.log",
+        in_logs("curves/report.log"),
     shell:
-        "modeconn report-curves --params {params.cfg:q} --out-dir reports/curves --rule report_curves"
+        "modeconn report-curves --params {params.cfg:q} --out-dir {params.out_dir:q} --rule report_curves"
         " --along {input.along:q} --ensembles {input.ensembles:q} --planes {input.planes:q} > {log:q} 2>&1"

@@ -2,9 +2,9 @@
 # checkpoint (fge.start, swa.start; the seeds' training saves them) as one population per method.
 FGE_SEED_DIRS = [POPULATION_DIR[s] for s in SEEDS]
 # The flatness family measures every FGE snapshot and every SWA solution (two groups of minima).
-FLATNESS_MINIMA["fge"] = [f"results/fge/networks/seed{s}.cycle{j}.safetensors" for s in SEEDS for j in range(CFG.fge.cycles)]
-FLATNESS_MINIMA["swa"] = [f"results/swa/networks/seed{s}.safetensors" for s in SEEDS]
-DIRECTORY_OUTPUTS.extend(["results/fge/networks", "results/swa/networks"])
+FLATNESS_MINIMA["fge"] = [in_results(f"fge/networks/seed{s}.cycle{j}.safetensors") for s in SEEDS for j in range(CFG.fge.cycles)]
+FLATNESS_MINIMA["swa"] = [in_results(f"swa/networks/seed{s}.safetensors") for s in SEEDS]
+DIRECTORY_OUTPUTS.extend([in_results("fge/networks"), in_results("swa/networks")])
 
 
 rule fge:
@@ -19,8 +19,8 @@ rule continue_seeds:
         data=DATA_FILE,
         seeds=sorted(set(FGE_SEED_DIRS)),
     output:
-        networks=directory("results/{method}/networks"),
-        table="results/{method}/{method}.csv",
+        networks=directory(in_results("{method}/networks")),
+        table=in_results("{method}/{method}.csv"),
     params:
         cfg=lambda w: params_json(data=True, model=True, train=True, evaluation=True, **{w.method: True}),
         code=code("families.fge.stage"),
@@ -32,7 +32,7 @@ rule continue_seeds:
     resources:
         gpu=GPU,
     log:
-        "logs/fge/{method}.log",
+        in_logs("fge/{method}.log"),
     shell:
         "modeconn {wildcards.method} --params {params.cfg:q} --data {input.data:q} --seeds {params.seeds} --seed-dirs {params.dirs}"
         " --out-dir {output.networks:q} --out {output.table:q} --threads {threads} --rule continue_seeds"
@@ -41,17 +41,18 @@ rule continue_seeds:
 
 rule report_fge:
     input:
-        fge="results/fge/fge.csv",
-        swa="results/swa/swa.csv",
+        fge=in_results("fge/fge.csv"),
+        swa=in_results("swa/swa.csv"),
     output:
         report_outputs("fge"),
     params:
+        out_dir=in_reports("fge"),
         cfg=params_json(data=True, model=True, train=True, fge=True, swa=True),
         code=code("families.fge.report"),
     conda:
         ENV
     log:
-        "logs/fge/report.log",
+        in_logs("fge/report.log"),
     shell:
-        "modeconn report-fge --params {params.cfg:q} --out-dir reports/fge --rule report_fge"
+        "modeconn report-fge --params {params.cfg:q} --out-dir {params.out_dir:q} --rule report_fge"
         " --fge {input.fge:q} --swa {input.swa:q} > {log:q} 2>&1"

@@ -15,7 +15,7 @@ rule curvature:
         data=DATA_FILE,
         networks=lambda w: sorted({needed(f) for item in CURVATURE[w.table][w.group] for f in path_files(item)}),
     output:
-        "results/flatness/{table}/{group}.csv",
+        in_results("flatness/{table}/{group}.csv"),
     params:
         cfg=params_json(data=True, model=True, evaluation=True, flatness=True),
         specs=lambda w: " ".join(f"{CURVATURE_FLAG[w.table]} {path_spec(w.group, item)}" for item in CURVATURE[w.table][w.group]),
@@ -26,7 +26,7 @@ rule curvature:
     resources:
         gpu=GPU,
     log:
-        "logs/flatness/curvature_{table}_{group}.log",
+        in_logs("flatness/curvature_{table}_{group}.log"),
     # OPENBLAS_NUM_THREADS: ARPACK's own linear algebra keeps to the job's threads too
     shell:
         "OPENBLAS_NUM_THREADS={threads} modeconn curvature --params {params.cfg:q} --data {input.data:q} {params.specs} --out {output:q}"
@@ -35,15 +35,16 @@ rule curvature:
 
 rule report_flatness:
     input:
-        [f"results/flatness/{table}/{group}.csv" for table, groups in CURVATURE.items() for group in groups],
+        [in_results(f"flatness/{table}/{group}.csv") for table, groups in CURVATURE.items() for group in groups],
     output:
         report_outputs("flatness"),
     params:
+        out_dir=in_reports("flatness"),
         cfg=params_json(),
         code=code("families.flatness.report"),
     conda:
         ENV
     log:
-        "logs/flatness/report.log",
+        in_logs("flatness/report.log"),
     shell:
-        "modeconn report-flatness --params {params.cfg:q} --out-dir reports/flatness --rule report_flatness {input:q} > {log:q} 2>&1"
+        "modeconn report-flatness --params {params.cfg:q} --out-dir {params.out_dir:q} --rule report_flatness {input:q} > {log:q} 2>&1"

@@ -34,7 +34,7 @@ from ...core.params import combine, member, stack
 from ...core.paths import alphas, path_coefficients
 from ...core.population import has_batchnorm, recompute_bn
 from ...data import Dataset
-from ...io import atomic_path
+from ...io import write_csv
 from ...models import model_info
 from ...train import generator
 from ...jobs import Job, load_network, load_networks, bn_batches, data_on, evaluate_population, params_of, skeleton, split
@@ -64,13 +64,16 @@ class Spec:
         return cls(family, paths)
 
 
-def file_label(path: Path) -> str:
-    """A checkpoint's identity in the tables: its path without the suffix, relative to results/
-    (the workflow's layout), e.g. rebasin/pairs/seed0-seed1/weight. Unique per file, unlike the stem."""
-    parts = Path(path).with_suffix("").parts
-    if "results" in parts:
-        parts = parts[len(parts) - parts[::-1].index("results"):]
-    return Path(*parts).as_posix()
+def file_label(path: Path, results: str | Path) -> str:
+    """A checkpoint's identity in the tables: its path without the suffix, relative to the run's
+    results folder (run.results) when inside it, e.g. rebasin/pairs/seed0-seed1/weight. Unique per
+    file, unlike the stem, and the same for every run (preset)."""
+    path = Path(path).with_suffix("")
+    try:
+        path = path.relative_to(results)
+    except ValueError:
+        pass
+    return path.as_posix()
 
 
 # ----------------------------------------------------------------------------- the evaluation set
@@ -230,7 +233,7 @@ def load_minimum(cfg: Config, spec: Spec, device: torch.device, model: torch.nn.
     if kind in ("path", "simplex", "directions"):
         raise ValueError(f"{path}: a {kind} checkpoint is not a minimum; pass it as a path")
     free, restriction = surviving_weights(path, ckpt, model, device) if model is not None else (None, ALL_PARAMETERS)
-    return Group(spec.family, kind, file_label(path), "", [float("nan")], stack([ckpt.params]), stack([ckpt.buffers]),
+    return Group(spec.family, kind, file_label(path, cfg.run.results), "", [float("nan")], stack([ckpt.params]), stack([ckpt.buffers]),
                  free=free, restriction=restriction)
 
 
@@ -240,11 +243,11 @@ def load_path(cfg: Config, spec: Spec, device: torch.device) -> Group:
     if len(spec.files) == 2:
         a, b = load_networks(cfg, spec.files, device)
         anchors_p, anchors_b, kind, m = stack([a.params, b.params]), stack([a.buffers, b.buffers]), "linear", 2
-        source = " – ".join(file_label(p) for p in spec.files)
+        source = " – ".join(file_label(p, cfg.run.results) for p in spec.files)
     else:
         path = spec.files[0]
         ck = load_network(cfg, path, device)
-        anchors_p, anchors_b, source = ck.params, ck.buffers, file_label(path)
+        anchors_p, anchors_b, source = ck.params, ck.buffers, file_label(path, cfg.run.results)
         meta_kind = ck.meta.get("kind")
         if meta_kind == "simplex":
             m = int(ck.meta.get("vertices", next(iter(ck.params.values())).shape[0]))
@@ -316,7 +319,7 @@ def curvature(cfg: Config, data_path: Path, minima: list[Spec], paths: list[Spec
         groups = [load_minimum(cfg, s, device, model) for s in minima]
         groups += rescaled(cfg, model, groups[:1]) + [load_path(cfg, s, device) for s in paths]
         table = pd.concat([group_table(cfg, data, model, g, batches, log) for g in groups], ignore_index=True)
-        with atomic_path(out_csv) as tmp:
-            table.to_csv(tmp, index=False)
+        # refuses a non-finite loss, error or trace (eigenvalues may be NaN: not converged, recorded in eig_converged)
+        write_csv(out_csv, table, inputs=[f for spec in [*minima, *paths] for f in spec.files])
         run.artifact(out_csv)
     return table

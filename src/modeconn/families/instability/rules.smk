@@ -4,7 +4,7 @@ INSTABILITY_STEPS = list(CFG.instability.steps)
 INSTABILITY_TRUNKS = SEEDS[: CFG.instability.trunks]
 # The flatness family measures every child.
 FLATNESS_MINIMA["instability"] = [
-    f"results/instability/k{k}/trunk{s}.pair{p}.child{c}.safetensors"
+    in_results(f"instability/k{k}/trunk{s}.pair{p}.child{c}.safetensors")
     for k in INSTABILITY_STEPS
     for s in INSTABILITY_TRUNKS
     for p in range(CFG.instability.pairs)
@@ -22,9 +22,9 @@ rule fork_instability:
         data=DATA_FILE,
         trunks=[POPULATION_DIR[s] for s in INSTABILITY_TRUNKS],
     output:
-        paths="results/instability/k{step}/paths.csv",
+        paths=in_results("instability/k{step}/paths.csv"),
         children=[
-            f"results/instability/k{{step}}/trunk{s}.pair{p}.child{c}.safetensors"
+            in_results(f"instability/k{{step}}/trunk{s}.pair{p}.child{c}.safetensors")
             for s in INSTABILITY_TRUNKS
             for p in range(CFG.instability.pairs)
             for c in (0, 1)
@@ -33,7 +33,7 @@ rule fork_instability:
         # the children train on the seeds' schedule from the trunks' step-k checkpoints
         cfg=params_json(data=True, model=True, train=True, evaluation=True, seeds={"first": CFG.seeds.first, "count": CFG.seeds.count}, instability=True),
         code=code("families.instability.stage"),
-        out="results/instability/k{step}",
+        out=in_results("instability/k{step}"),
     conda:
         ENV
     # one thread: this small population gains little from a second one, and two jobs then run side by side
@@ -41,7 +41,7 @@ rule fork_instability:
     resources:
         gpu=GPU,
     log:
-        "logs/instability/fork_k{step}.log",
+        in_logs("instability/fork_k{step}.log"),
     shell:
         "modeconn instability-fork --params {params.cfg:q} --step {wildcards.step} --data {input.data:q}"
         " --trunk-dirs {input.trunks:q} --out-dir {params.out:q} --threads {threads} --rule fork_instability"
@@ -50,15 +50,16 @@ rule fork_instability:
 
 rule report_instability:
     input:
-        [f"results/instability/k{k}/paths.csv" for k in INSTABILITY_STEPS],
+        [in_results(f"instability/k{k}/paths.csv") for k in INSTABILITY_STEPS],
     output:
         report_outputs("instability"),
     params:
+        out_dir=in_reports("instability"),
         cfg=params_json(data=True, model=True, train=True, instability=True, barrier=True),
         code=code("families.instability.report"),
     conda:
         ENV
     log:
-        "logs/instability/report.log",
+        in_logs("instability/report.log"),
     shell:
-        "modeconn report-instability --params {params.cfg:q} --out-dir reports/instability --rule report_instability {input:q} > {log:q} 2>&1"
+        "modeconn report-instability --params {params.cfg:q} --out-dir {params.out_dir:q} --rule report_instability {input:q} > {log:q} 2>&1"

@@ -14,7 +14,7 @@ rule landscape_directions:
     input:
         lambda w: needed(LANDSCAPE_CENTERS[w.center]),
     output:
-        "results/landscape/{center}/directions.safetensors",
+        in_results("landscape/{center}/directions.safetensors"),
     params:
         cfg=params_json(model=True, landscape={k: FULL["landscape"][k] for k in ("seed", "bias_and_norm")}),
         center=lambda w: LANDSCAPE_CENTERS[w.center],
@@ -25,7 +25,7 @@ rule landscape_directions:
     resources:
         gpu=GPU,
     log:
-        "logs/landscape/directions_{center}.log",
+        in_logs("landscape/directions_{center}.log"),
     shell:
         "modeconn landscape-directions --params {params.cfg:q} --center {params.center:q} --out {output:q}"
         " --threads {threads} --rule landscape_directions --wildcards center={wildcards.center} > {log:q} 2>&1"
@@ -35,9 +35,9 @@ rule landscape_around:
     input:
         data=DATA_FILE,
         center=lambda w: needed(LANDSCAPE_CENTERS[w.center]),
-        directions="results/landscape/{center}/directions.safetensors",
+        directions=in_results("landscape/{center}/directions.safetensors"),
     output:
-        "results/landscape/{center}/surface{dims}d.csv",
+        in_results("landscape/{center}/surface{dims}d.csv"),
     params:
         cfg=params_json(data=True, model=True, evaluation=True, landscape=True),
         center=lambda w: LANDSCAPE_CENTERS[w.center],
@@ -48,7 +48,7 @@ rule landscape_around:
     resources:
         gpu=GPU,
     log:
-        "logs/landscape/around_{center}_{dims}d.log",
+        in_logs("landscape/around_{center}_{dims}d.log"),
     shell:
         "modeconn landscape-around --params {params.cfg:q} --data {input.data:q} --center {params.center:q}"
         " --directions {input.directions:q} --dims {wildcards.dims} --out {output:q} --threads {threads}"
@@ -60,7 +60,7 @@ rule landscape_between:
         data=DATA_FILE,
         networks=lambda w: sorted({needed(f) for f in LANDSCAPE_PAIRS[w.pair]}),
     output:
-        "results/landscape/between/{pair}.csv",
+        in_results("landscape/between/{pair}.csv"),
     params:
         cfg=params_json(data=True, model=True, evaluation=True, landscape=True),
         a=lambda w: LANDSCAPE_PAIRS[w.pair][0],
@@ -72,7 +72,7 @@ rule landscape_between:
     resources:
         gpu=GPU,
     log:
-        "logs/landscape/between_{pair}.log",
+        in_logs("landscape/between_{pair}.log"),
     shell:
         "modeconn landscape-between --params {params.cfg:q} --data {input.data:q} --a {params.a:q} --b {params.b:q}"
         " --out {output:q} --threads {threads} --rule landscape_between --wildcards pair={wildcards.pair} > {log:q} 2>&1"
@@ -80,17 +80,18 @@ rule landscape_between:
 
 rule report_landscape:
     input:
-        around=[f"results/landscape/{c}/surface{d}d.csv" for c in LANDSCAPE_CENTERS for d in (1, 2)],
-        between=[f"results/landscape/between/{p}.csv" for p in LANDSCAPE_PAIRS],
+        around=[in_results(f"landscape/{c}/surface{d}d.csv") for c in LANDSCAPE_CENTERS for d in (1, 2)],
+        between=[in_results(f"landscape/between/{p}.csv") for p in LANDSCAPE_PAIRS],
     output:
         report_outputs("landscape"),
     params:
+        out_dir=in_reports("landscape"),
         cfg=params_json(landscape=True),
         code=code("families.landscape.report"),
     conda:
         ENV
     log:
-        "logs/landscape/report.log",
+        in_logs("landscape/report.log"),
     shell:
         "modeconn report-landscape --params {params.cfg:q} --around {input.around:q} --between {input.between:q}"
-        " --out-dir reports/landscape --rule report_landscape > {log:q} 2>&1"
+        " --out-dir {params.out_dir:q} --rule report_landscape > {log:q} 2>&1"

@@ -4,8 +4,8 @@
 LOTTERY_SEEDS = SEEDS[: CFG.lottery.seeds]
 LOTTERY_LEVELS = list(range(1, CFG.lottery.levels + 1))
 # The flatness family measures every IMP ticket (its Hessian restricted to the surviving weights).
-FLATNESS_MINIMA["lottery"] = [f"results/lottery/level{l}/seed{s}.imp.safetensors" for l in LOTTERY_LEVELS for s in LOTTERY_SEEDS]
-DIRECTORY_OUTPUTS.extend(f"results/lottery/level{l}" for l in LOTTERY_LEVELS)
+FLATNESS_MINIMA["lottery"] = [in_results(f"lottery/level{l}/seed{s}.imp.safetensors") for l in LOTTERY_LEVELS for s in LOTTERY_SEEDS]
+DIRECTORY_OUTPUTS.extend(in_results(f"lottery/level{l}") for l in LOTTERY_LEVELS)
 
 
 rule lottery:
@@ -18,9 +18,9 @@ rule lottery_level:
         data=DATA_FILE,
         seeds=[POPULATION_DIR[s] for s in LOTTERY_SEEDS],
         # level l prunes the tickets of level l-1 (level 1 prunes the trained dense seeds)
-        previous=lambda w: [f"results/lottery/level{int(w.level) - 1}"] if int(w.level) > 1 else [],
+        previous=lambda w: [in_results(f"lottery/level{int(w.level) - 1}")] if int(w.level) > 1 else [],
     output:
-        directory("results/lottery/level{level}"),
+        directory(in_results("lottery/level{level}")),
     params:
         # tickets train on the seeds' schedule; their stability uses the instability section's alphas
         cfg=params_json(data=True, model=True, train=True, evaluation=True, seeds={"first": CFG.seeds.first, "count": CFG.seeds.count},
@@ -37,7 +37,7 @@ rule lottery_level:
     resources:
         gpu=GPU,
     log:
-        "logs/lottery/level{level}.log",
+        in_logs("lottery/level{level}.log"),
     shell:
         "modeconn lottery-level --params {params.cfg:q} --level {wildcards.level} --data {input.data:q}"
         " --seed-dirs {input.seeds:q} {params.previous} --out-dir {output:q} --threads {threads} --rule lottery_level"
@@ -46,15 +46,16 @@ rule lottery_level:
 
 rule report_lottery:
     input:
-        [f"results/lottery/level{level}" for level in LOTTERY_LEVELS],
+        [in_results(f"lottery/level{level}") for level in LOTTERY_LEVELS],
     output:
         report_outputs("lottery"),
     params:
+        out_dir=in_reports("lottery"),
         cfg=params_json(data=True, model=True, train=True, lottery=True, instability={"threshold": CFG.instability.threshold}, barrier=True),
         code=code("families.lottery.report"),
     conda:
         ENV
     log:
-        "logs/lottery/report.log",
+        in_logs("lottery/report.log"),
     shell:
-        "modeconn report-lottery --params {params.cfg:q} --out-dir reports/lottery --rule report_lottery {input:q} > {log:q} 2>&1"
+        "modeconn report-lottery --params {params.cfg:q} --out-dir {params.out_dir:q} --rule report_lottery {input:q} > {log:q} 2>&1"

@@ -2,7 +2,7 @@
 # report comparing them with the seeds family's linear paths (minimum spanning tree of saddles).
 NEB_PAIRS = CFG.neb.chosen_pairs(SEED_PAIRS)
 # The flatness family measures along every AutoNEB path.
-FLATNESS_PATHS["neb"] = [f"results/neb/seed{a}-seed{b}.safetensors" for a, b in NEB_PAIRS]
+FLATNESS_PATHS["neb"] = [in_results(f"neb/seed{a}-seed{b}.safetensors") for a, b in NEB_PAIRS]
 
 
 rule neb:
@@ -16,9 +16,9 @@ rule neb_connect:
         a=lambda w: POPULATION_DIR[int(w.a)],
         b=lambda w: POPULATION_DIR[int(w.b)],
     output:
-        path="results/neb/seed{a}-seed{b}.safetensors",
-        points="results/neb/seed{a}-seed{b}.csv",
-        cycles="results/neb/seed{a}-seed{b}.json",
+        path=in_results("neb/seed{a}-seed{b}.safetensors"),
+        points=in_results("neb/seed{a}-seed{b}.csv"),
+        cycles=in_results("neb/seed{a}-seed{b}.json"),
     params:
         cfg=params_json(data=True, model=True, evaluation=True, neb=True),
         code=code("families.neb.stage"),
@@ -28,7 +28,7 @@ rule neb_connect:
     resources:
         gpu=GPU,
     log:
-        "logs/neb/connect_seed{a}-seed{b}.log",
+        in_logs("neb/connect_seed{a}-seed{b}.log"),
     shell:
         "modeconn neb-connect --params {params.cfg:q} --data {input.data:q}"
         " --a {input.a:q}/seed{wildcards.a}.safetensors --b {input.b:q}/seed{wildcards.b}.safetensors"
@@ -38,17 +38,18 @@ rule neb_connect:
 
 rule report_neb:
     input:
-        neb=[f"results/neb/seed{a}-seed{b}.csv" for a, b in NEB_PAIRS],
-        linear=[f"results/seeds/pairs/seed{a}-seed{b}.csv" for a, b in NEB_PAIRS],
+        neb=[in_results(f"neb/seed{a}-seed{b}.csv") for a, b in NEB_PAIRS],
+        linear=[in_results(f"seeds/pairs/seed{a}-seed{b}.csv") for a, b in NEB_PAIRS],
     output:
         report_outputs("neb"),
     params:
+        out_dir=in_reports("neb"),
         cfg=params_json(barrier=True),
         code=code("families.neb.report"),
     conda:
         ENV
     log:
-        "logs/neb/report.log",
+        in_logs("neb/report.log"),
     shell:
         "modeconn report-neb --params {params.cfg:q} --neb {input.neb:q} --linear {input.linear:q}"
-        " --out-dir reports/neb --rule report_neb > {log:q} 2>&1"
+        " --out-dir {params.out_dir:q} --rule report_neb > {log:q} 2>&1"

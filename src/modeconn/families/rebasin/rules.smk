@@ -11,7 +11,7 @@ REBASIN_CODE = code("families.rebasin.stage")
 # The flatness family measures along the weight-matched linear paths (Re-Basin's main method; the
 # unmatched path is the seeds' linear path).
 FLATNESS_PATHS["rebasin"] = [
-    (seed_file(a), f"results/rebasin/pairs/seed{a}-seed{b}/weight.safetensors") for a, b in SEED_PAIRS if "weight" in CFG.rebasin.methods
+    (seed_file(a), in_results(f"rebasin/pairs/seed{a}-seed{b}/weight.safetensors")) for a, b in SEED_PAIRS if "weight" in CFG.rebasin.methods
 ]
 
 
@@ -26,12 +26,12 @@ rule match_rebasin:
         a=lambda w: POPULATION_DIR[int(w.a)],
         b=lambda w: POPULATION_DIR[int(w.b)],
     output:
-        [f"results/rebasin/pairs/seed{{a}}-seed{{b}}/{name}" for name in REBASIN_PAIR_FILES],
-        [f"results/rebasin/pairs/seed{{a}}-seed{{b}}/{method}.safetensors" for method in CFG.rebasin.methods],
+        [in_results(f"rebasin/pairs/seed{{a}}-seed{{b}}/{name}") for name in REBASIN_PAIR_FILES],
+        [in_results(f"rebasin/pairs/seed{{a}}-seed{{b}}/{method}.safetensors") for method in CFG.rebasin.methods],
     params:
         cfg=REBASIN_CFG,
         code=REBASIN_CODE,
-        out=lambda w: f"results/rebasin/pairs/seed{w.a}-seed{w.b}",
+        out=lambda w: in_results(f"rebasin/pairs/seed{w.a}-seed{w.b}"),
     conda:
         ENV
     # one thread: these small per-layer operations run several times faster single-threaded on
@@ -40,7 +40,7 @@ rule match_rebasin:
     resources:
         gpu=GPU,
     log:
-        "logs/rebasin/match_seed{a}-seed{b}.log",
+        in_logs("rebasin/match_seed{a}-seed{b}.log"),
     shell:
         "modeconn rebasin-match --params {params.cfg:q} --data {input.data:q}"
         " --a {input.a:q}/seed{wildcards.a}.safetensors --b {input.b:q}/seed{wildcards.b}.safetensors"
@@ -52,7 +52,7 @@ rule train_rebasin_width:
     input:
         data=DATA_FILE,
     output:
-        directory("results/rebasin/width/w{width}"),
+        directory(in_results("rebasin/width/w{width}")),
     params:
         cfg=params_json(data=True, model=True, train=True, evaluation=True, seeds={"first": CFG.seeds.first},
                         rebasin={k: FULL["rebasin"][k] for k in ("width_seeds", "width_duration")}),
@@ -63,7 +63,7 @@ rule train_rebasin_width:
     resources:
         gpu=GPU,
     log:
-        "logs/rebasin/train_width{width}.log",
+        in_logs("rebasin/train_width{width}.log"),
     shell:
         "modeconn rebasin-train-width --params {params.cfg:q} --width {wildcards.width} --data {input.data:q}"
         " --out-dir {output:q} --threads {threads} --rule train_rebasin_width --wildcards width={wildcards.width}"
@@ -73,9 +73,9 @@ rule train_rebasin_width:
 rule sweep_rebasin_width:
     input:
         data=DATA_FILE,
-        seeds="results/rebasin/width/w{width}",
+        seeds=in_results("rebasin/width/w{width}"),
     output:
-        "results/rebasin/sweep/width{width}.csv",
+        in_results("rebasin/sweep/width{width}.csv"),
     params:
         cfg=params_json(data=True, model=True, evaluation=True, seeds={"first": CFG.seeds.first}, rebasin=True),
         code=REBASIN_CODE,
@@ -85,7 +85,7 @@ rule sweep_rebasin_width:
     resources:
         gpu=GPU,
     log:
-        "logs/rebasin/sweep_width{width}.log",
+        in_logs("rebasin/sweep_width{width}.log"),
     shell:
         "modeconn rebasin-sweep-width --params {params.cfg:q} --width {wildcards.width} --data {input.data:q}"
         " --in-dir {input.seeds:q} --out {output:q} --threads {threads} --rule sweep_rebasin_width"
@@ -94,18 +94,19 @@ rule sweep_rebasin_width:
 
 rule report_rebasin:
     input:
-        pairs=[f"results/rebasin/pairs/seed{a}-seed{b}/{name}" for a, b in SEED_PAIRS for name in REBASIN_PAIR_FILES],
-        sweeps=[f"results/rebasin/sweep/width{w}.csv" for w in REBASIN_WIDTHS],
+        pairs=[in_results(f"rebasin/pairs/seed{a}-seed{b}/{name}") for a, b in SEED_PAIRS for name in REBASIN_PAIR_FILES],
+        sweeps=[in_results(f"rebasin/sweep/width{w}.csv") for w in REBASIN_WIDTHS],
     output:
         report_outputs("rebasin"),
     params:
+        out_dir=in_reports("rebasin"),
         cfg=params_json(data=True, model=True, rebasin=True, barrier=True),
-        pairs=[f"results/rebasin/pairs/seed{a}-seed{b}" for a, b in SEED_PAIRS],
+        pairs=[in_results(f"rebasin/pairs/seed{a}-seed{b}") for a, b in SEED_PAIRS],
         code=code("families.rebasin.report"),
     conda:
         ENV
     log:
-        "logs/rebasin/report.log",
+        in_logs("rebasin/report.log"),
     shell:
-        "modeconn report-rebasin --params {params.cfg:q} --out-dir reports/rebasin --rule report_rebasin"
+        "modeconn report-rebasin --params {params.cfg:q} --out-dir {params.out_dir:q} --rule report_rebasin"
         " --pairs {params.pairs:q} --sweeps {input.sweeps:q} > {log:q} 2>&1"

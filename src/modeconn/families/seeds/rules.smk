@@ -3,7 +3,7 @@
 SEEDS = CFG.seeds.seeds
 POPULATIONS = [SEEDS[i : i + CFG.seeds.population] for i in range(0, len(SEEDS), CFG.seeds.population)]
 # The directory holding each seed's checkpoints (the output of its population's training job).
-POPULATION_DIR = {seed: f"results/seeds/population{i}" for i, members in enumerate(POPULATIONS) for seed in members}
+POPULATION_DIR = {seed: in_results(f"seeds/population{i}") for i, members in enumerate(POPULATIONS) for seed in members}
 SEED_PAIRS = [(a, b) for i, a in enumerate(SEEDS) for b in SEEDS[i + 1 :]]
 # What the flatness family measures of this family: every seed, and the linear path between every pair.
 FLATNESS_MINIMA["seeds"] = [seed_file(s) for s in SEEDS]
@@ -20,7 +20,7 @@ rule train_seeds:
     input:
         data=DATA_FILE,
     output:
-        directory("results/seeds/population{population}"),
+        directory(in_results("seeds/population{population}")),
     params:
         # The seeds also serve as trunks (instability), dense networks (lottery), FGE starts...:
         # they save a checkpoint at every step some family asks for.
@@ -33,7 +33,7 @@ rule train_seeds:
     resources:
         gpu=GPU,
     log:
-        "logs/seeds/train_population{population}.log",
+        in_logs("seeds/train_population{population}.log"),
     shell:
         "modeconn train-seeds --params {params.cfg:q} --seeds {params.seeds} --data {input.data:q}"
         " --out-dir {output:q} --threads {threads} --rule train_seeds --wildcards population={wildcards.population}"
@@ -46,7 +46,7 @@ rule interpolate_seeds:
         a=lambda w: POPULATION_DIR[int(w.a)],
         b=lambda w: POPULATION_DIR[int(w.b)],
     output:
-        "results/seeds/pairs/seed{a}-seed{b}.csv",
+        in_results("seeds/pairs/seed{a}-seed{b}.csv"),
     params:
         cfg=params_json(data=True, model=True, evaluation=True, seeds={"interpolation_points": CFG.seeds.interpolation_points}),
         code=code("families.seeds.stage"),
@@ -56,7 +56,7 @@ rule interpolate_seeds:
     resources:
         gpu=GPU,
     log:
-        "logs/seeds/interpolate_seed{a}-seed{b}.log",
+        in_logs("seeds/interpolate_seed{a}-seed{b}.log"),
     shell:
         "modeconn interpolate --params {params.cfg:q} --data {input.data:q}"
         " --a {input.a:q}/seed{wildcards.a}.safetensors --b {input.b:q}/seed{wildcards.b}.safetensors"
@@ -66,15 +66,16 @@ rule interpolate_seeds:
 
 rule report_seeds:
     input:
-        [f"results/seeds/pairs/seed{a}-seed{b}.csv" for a, b in SEED_PAIRS],
+        [in_results(f"seeds/pairs/seed{a}-seed{b}.csv") for a, b in SEED_PAIRS],
     output:
         report_outputs("seeds"),
     params:
+        out_dir=in_reports("seeds"),
         cfg=params_json(barrier=True),
         code=code("families.seeds.report"),
     conda:
         ENV
     log:
-        "logs/seeds/report.log",
+        in_logs("seeds/report.log"),
     shell:
-        "modeconn report-seeds --params {params.cfg:q} --out-dir reports/seeds --rule report_seeds {input:q} > {log:q} 2>&1"
+        "modeconn report-seeds --params {params.cfg:q} --out-dir {params.out_dir:q} --rule report_seeds {input:q} > {log:q} 2>&1"

@@ -2,7 +2,7 @@
 # (Benton et al. 2021), and their report.
 SIMPLEX_SEEDS = CFG.simplex.chosen_seeds(SEEDS)
 # The flatness family measures at the vertices and the centre of every simplex.
-FLATNESS_PATHS["simplex"] = [f"results/simplex/seed{s}.safetensors" for s in SIMPLEX_SEEDS]
+FLATNESS_PATHS["simplex"] = [in_results(f"simplex/seed{s}.safetensors") for s in SIMPLEX_SEEDS]
 
 
 rule simplex:
@@ -15,38 +15,40 @@ rule simplex_grow:
         data=DATA_FILE,
         populations=sorted({POPULATION_DIR[s] for s in SIMPLEX_SEEDS}),
     output:
-        points="results/simplex/points.csv",
-        ensemble="results/simplex/ensemble.csv",
-        simplexes=[f"results/simplex/seed{s}.safetensors" for s in SIMPLEX_SEEDS],
+        points=in_results("simplex/points.csv"),
+        ensemble=in_results("simplex/ensemble.csv"),
+        simplexes=[in_results(f"simplex/seed{s}.safetensors") for s in SIMPLEX_SEEDS],
     params:
         cfg=params_json(data=True, model=True, evaluation=True, simplex=True),
         checkpoints=" ".join(f"{POPULATION_DIR[s]}/seed{s}.safetensors" for s in SIMPLEX_SEEDS),
         code=code("families.simplex.stage"),
+        out_dir=in_results("simplex"),
     conda:
         ENV
     threads: 2
     resources:
         gpu=GPU,
     log:
-        "logs/simplex/grow.log",
+        in_logs("simplex/grow.log"),
     shell:
         "modeconn simplex-grow --params {params.cfg:q} --data {input.data:q} --seeds {params.checkpoints}"
-        " --out-dir results/simplex --threads {threads} --rule simplex_grow > {log:q} 2>&1"
+        " --out-dir {params.out_dir:q} --threads {threads} --rule simplex_grow > {log:q} 2>&1"
 
 
 rule report_simplex:
     input:
-        points="results/simplex/points.csv",
-        ensemble="results/simplex/ensemble.csv",
+        points=in_results("simplex/points.csv"),
+        ensemble=in_results("simplex/ensemble.csv"),
     output:
         report_outputs("simplex"),
     params:
+        out_dir=in_reports("simplex"),
         cfg=params_json(simplex={"eval_samples": CFG.simplex.eval_samples, "ensemble_samples": CFG.simplex.ensemble_samples}),
         code=code("families.simplex.report"),
     conda:
         ENV
     log:
-        "logs/simplex/report.log",
+        in_logs("simplex/report.log"),
     shell:
         "modeconn report-simplex --params {params.cfg:q} --points {input.points:q} --ensemble {input.ensemble:q}"
-        " --out-dir reports/simplex --rule report_simplex > {log:q} 2>&1"
+        " --out-dir {params.out_dir:q} --rule report_simplex > {log:q} 2>&1"
