@@ -97,6 +97,34 @@ def test_report_over_pairs(trained):
     assert "| split   | metric   | barrier (max_minus_mean)" in (out / "barriers.md").read_text()
 
 
+def test_report_refuses_a_non_finite_measurement(trained, tmp_path, capsys):
+    """A NaN in an input table (edited, or written elsewhere) stops the report naming the file;
+    no report file is written (the evaluation jobs never write one: tests/test_faults.py)."""
+    csv = trained / "pair.csv"
+    if not csv.exists():
+        pytest.skip("needs test_interpolation_endpoints_are_the_trained_networks")
+    points = pd.read_csv(csv)
+    points.loc[3, "loss"] = float("nan")
+    bad = tmp_path / "seed0-seed1.csv"
+    points.to_csv(bad, index=False)
+    out = tmp_path / "report"
+    assert run("report-seeds", "--out-dir", str(out), str(bad)) == 1
+    err = capsys.readouterr().err
+    assert str(bad) in err and "non-finite loss" in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_read_tables_checks_only_the_rows_that_hold_measurements(tmp_path):
+    """A curve plane's coordinate rows carry no measurement (NaN by design); its grid rows must."""
+    from modeconn.io import NonFiniteError, read_tables
+
+    path = tmp_path / "plane.csv"
+    pd.DataFrame({"role": ["anchor", "grid", "grid"], "loss": [float("nan"), 0.5, 0.7]}).to_csv(path, index=False)
+    assert len(read_tables([path], measured=lambda f: f.role == "grid")) == 3
+    with pytest.raises(NonFiniteError, match="non-finite loss"):
+        read_tables([path])
+
+
 def test_report_uses_the_configured_barrier_definition(trained):
     csv = trained / "pair.csv"
     if not csv.exists():

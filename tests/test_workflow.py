@@ -56,7 +56,7 @@ def work(tmp_path_factory) -> Path:
 
 
 def test_reports_are_written(work):
-    for name in get("seeds").report_files():
+    for name in get("seeds").report_files(SMOKE_REPORTS):
         assert (work / name).stat().st_size > 0, name
     metrics = json.loads((work / SMOKE_REPORTS / "seeds/metrics.json").read_text())
     assert metrics["pairs"] == 3 and metrics["points"] == 5

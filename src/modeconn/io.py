@@ -85,11 +85,9 @@ class NonFiniteError(ValueError):
     """An evaluation job's table holds a non-finite measurement: the job fails and writes nothing."""
 
 
-def check_measurements(path: str | Path, frame, inputs: Iterable[str | Path], rows=None) -> None:
-    """Raise NonFiniteError unless every measurement (numeric columns named as in MEASURED) of
-    `frame` is finite; `rows` (a boolean Series) limits the check to the rows that hold
-    measurements (e.g. the grid rows of a curve plane, whose other rows carry only coordinates).
-    The message names the file, the columns, the first bad row and the job's `inputs`."""
+def _non_finite_rows(frame, rows=None):
+    """(bad columns, bad-row mask, the rows checked) of the measurements (numeric columns named as in
+    MEASURED) of `frame` that are NaN or infinite, over `rows` (default all); ([], None, ...) if none."""
     import numpy as np
     import pandas as pd
 
@@ -97,19 +95,53 @@ def check_measurements(path: str | Path, frame, inputs: Iterable[str | Path], ro
     columns = [c for c in checked.columns
                if MEASURED.fullmatch(str(c)) and pd.api.types.is_numeric_dtype(checked[c]) and not pd.api.types.is_bool_dtype(checked[c])]
     if not columns:
-        return
+        return [], None, checked
     bad = ~np.isfinite(checked[columns].to_numpy(dtype=float))
     if not bad.any():
-        return
-    row_mask = bad.any(axis=1)
+        return [], None, checked
+    return [c for c, b in zip(columns, bad.any(axis=0)) if b], bad.any(axis=1), checked
+
+
+def _first_row(checked, row_mask, columns) -> str:
     first = checked[row_mask].iloc[0]
-    label = ", ".join(f"{c}={first[c]}" for c in checked.columns if c not in columns)[:300]
+    return ", ".join(f"{c}={first[c]}" for c in checked.columns if c not in columns)[:300] or f"row {first.name}"
+
+
+def check_measurements(path: str | Path, frame, inputs: Iterable[str | Path], rows=None) -> None:
+    """Raise NonFiniteError unless every measurement (numeric columns named as in MEASURED) of
+    `frame` is finite; `rows` (a boolean Series) limits the check to the rows that hold
+    measurements (e.g. the grid rows of a curve plane, whose other rows carry only coordinates).
+    The message names the file, the columns, the first bad row and the job's `inputs`."""
+    columns, row_mask, checked = _non_finite_rows(frame, rows)
+    if not columns:
+        return
     names = [str(p) for p in inputs]
     shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
     raise NonFiniteError(
-        f"{path}: refusing to write non-finite {', '.join(c for c, b in zip(columns, bad.any(axis=0)) if b)} (NaN or infinity) in "
-        f"{int(row_mask.sum())} of {len(checked)} rows, first at {label or 'row ' + str(first.name)}; the networks evaluated from "
+        f"{path}: refusing to write non-finite {', '.join(columns)} (NaN or infinity) in "
+        f"{int(row_mask.sum())} of {len(checked)} rows, first at {_first_row(checked, row_mask, columns)}; the networks evaluated from "
         f"{shown or 'the inputs'} give non-finite values (diverged or overflowing weights); nothing was written")
+
+
+def read_tables(paths: Iterable[str | Path], measured=None, **read_csv):
+    """The CSV tables a report summarises, concatenated (pandas). Every measurement must be finite:
+    the evaluation jobs never write NaN or infinity there, so one in a table means the file was
+    edited or made elsewhere, and a report would turn it into 'nan ± nan' that reads like a result.
+    `measured(frame)` gives the boolean rows that hold measurements (default all); `read_csv` goes to
+    pandas.read_csv. Raises
+    NonFiniteError naming the file, the columns and the first bad row."""
+    import pandas as pd
+
+    frames = []
+    for path in paths:
+        frame = pd.read_csv(path, **read_csv)
+        columns, row_mask, checked = _non_finite_rows(frame, None if measured is None else measured(frame))
+        if columns:
+            raise NonFiniteError(f"{path}: non-finite {', '.join(columns)} (NaN or infinity) in {int(row_mask.sum())} rows, "
+                                 f"first at {_first_row(checked, row_mask, columns)}; a report does not summarise them: "
+                                 f"rerun the job that writes this file")
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
 
 
 def write_csvs(frames: dict, inputs: Iterable[str | Path] | None = None) -> None:

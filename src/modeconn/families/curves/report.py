@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from ...consolidated import NEAR_ZERO, headline as headline_line, share  # noqa: E402
 from ...core import barrier as barrier_math  # noqa: E402
 from ...core.curves import path_summary  # noqa: E402
-from ...io import write_csv, write_json, write_text  # noqa: E402
+from ...io import read_tables, write_csv, write_json, write_text  # noqa: E402
 from ...tables import mean_std_table, ms  # noqa: E402
 from ...figures import save_figure
 
@@ -278,9 +278,9 @@ def setting(cfg) -> str:
 def write(along_csvs: list[Path], ensemble_csvs: list[Path], plane_csvs: list[Path], out_dir: Path, cfg=None) -> dict:
     if not along_csvs:
         raise ValueError("no curve evaluations given")
-    along = pd.concat([pd.read_csv(p) for p in along_csvs], ignore_index=True)
-    ens = pd.concat([pd.read_csv(p) for p in ensemble_csvs], ignore_index=True)
-    planes = pd.concat([pd.read_csv(p) for p in plane_csvs], ignore_index=True)
+    along = read_tables(along_csvs)
+    ens = read_tables(ensemble_csvs)
+    planes = read_tables(plane_csvs, measured=lambda f: f.role == "grid")  # other rows: coordinates only
     for t in (along, ens, planes):
         t["pair"] = _pair(t)
     points = int(along.groupby(["pair", "path", "split"]).size().iloc[0])

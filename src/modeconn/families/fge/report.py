@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from ...consolidated import headline  # noqa: E402
-from ...io import write_csv, write_json, write_text  # noqa: E402
+from ...io import read_tables, write_csv, write_json, write_text  # noqa: E402
 from ...tables import mean_std_table, ms  # noqa: E402
 from ...figures import save_figure
 
@@ -177,7 +177,7 @@ def section(fge: pd.DataFrame, swa: pd.DataFrame, setting_text: str) -> str:
 
 
 def write(fge_csv: Path, swa_csv: Path, out_dir: Path, cfg=None) -> dict:
-    fge, swa = pd.read_csv(fge_csv, dtype={"seeds": str}), pd.read_csv(swa_csv)
+    fge, swa = read_tables([fge_csv], dtype={"seeds": str}), read_tables([swa_csv])
     out_dir.mkdir(parents=True, exist_ok=True)
     table = budget_table(fge)
     write_csv(out_dir / "fge.csv", fge)

@@ -34,7 +34,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from ...figures import save_figure  # noqa: E402
-from ...io import atomic_path, write_json, write_text  # noqa: E402
+from ...io import atomic_path, read_tables, write_json, write_text  # noqa: E402
 
 CAVEAT = (
     "**Scale-invariance caveat (Dinh et al. 2017).** Sharpness measures such as the Hessian trace and "
@@ -54,7 +54,7 @@ RISE = 1.5
 def read(csvs: list[Path]) -> pd.DataFrame:
     if not csvs:
         raise ValueError("no curvature results given")
-    table = pd.concat([pd.read_csv(p) for p in csvs], ignore_index=True)
+    table = read_tables(csvs)
     for col in LABELS:  # a minima-only CSV has empty (all-NaN) path and point columns
         values = table[col] if col in table else pd.Series([""] * len(table))
         table[col] = values.astype(object).where(values.notna(), "").astype(str)

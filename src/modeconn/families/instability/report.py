@@ -28,7 +28,7 @@ from ...config import Config  # noqa: E402
 from ...consolidated import headline as headline_line  # noqa: E402
 from ...core import barrier as barrier_math  # noqa: E402
 from ...core.instability import first_stable  # noqa: E402
-from ...io import write_csv, write_json, write_text  # noqa: E402
+from ...io import read_tables, write_csv, write_json, write_text  # noqa: E402
 from ...tables import mean_std_table, pm as format_pm  # noqa: E402
 from ..instability.stage import barriers  # noqa: E402
 from ...figures import save_figure
@@ -39,7 +39,7 @@ SPLITS = ("train", "test")
 def read(csvs: list[Path]) -> pd.DataFrame:
     if not csvs:
         raise ValueError("no fork results given")
-    return pd.concat([pd.read_csv(p) for p in csvs], ignore_index=True)
+    return read_tables(csvs)
 
 
 def summary(per_pair: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

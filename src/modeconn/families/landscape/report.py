@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from ...io import write_csv, write_json, write_text  # noqa: E402
+from ...io import read_tables, write_csv, write_json, write_text  # noqa: E402
 from ...figures import save_figure
 
 METRICS = ("loss", "error")
@@ -148,11 +148,11 @@ def section(m: dict, one: pd.DataFrame, between: pd.DataFrame, cfg) -> str:
 def write(around: list[Path], between: list[Path], out_dir: Path, cfg=None) -> dict:
     if not around:
         raise ValueError("no landscape results given")
-    table = pd.concat([pd.read_csv(p) for p in around], ignore_index=True)
+    table = read_tables(around)
     one, two = table[table.dims == 1], table[table.dims == 2]
     if one.empty or two.empty:
         raise ValueError("landscape report needs both a 1-D and a 2-D landscape")
-    lines = pd.concat([pd.read_csv(p) for p in between], ignore_index=True) if between else pd.DataFrame(columns=["a", "b", "alpha", "split", "loss", "error", "examples"])
+    lines = read_tables(between) if between else pd.DataFrame(columns=["a", "b", "alpha", "split", "loss", "error", "examples"])
     lines["pair"] = lines["a"].astype(str) + "–" + lines["b"].astype(str)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, frame in (("surface_1d.csv", one.drop(columns=["beta", "dims"])), ("surface_2d.csv", two.drop(columns=["dims"])), ("between.csv", lines)):

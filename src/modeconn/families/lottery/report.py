@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from ...config import Config  # noqa: E402
 from ...consolidated import headline as headline_line  # noqa: E402
 from ...core import barrier as barrier_math  # noqa: E402
-from ...io import write_csv, write_json, write_text  # noqa: E402
+from ...io import read_tables, write_csv, write_json, write_text  # noqa: E402
 from ..instability.stage import barriers  # noqa: E402
 from ..instability.report import pm  # noqa: E402
 from ...figures import save_figure
@@ -39,9 +39,9 @@ VARIANTS = {"imp": "IMP ticket (rewound)", "random_prune": "random pruning", "re
 def read(level_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not level_dirs:
         raise ValueError("no lottery levels given")
-    acc = pd.concat([pd.read_csv(Path(d) / "accuracy.csv") for d in level_dirs], ignore_index=True)
+    acc = read_tables([Path(d) / "accuracy.csv" for d in level_dirs])
     acc = acc.drop_duplicates(subset=["level", "seed", "variant", "split"])  # every level job re-evaluates the dense seeds
-    stab = pd.concat([pd.read_csv(Path(d) / "stability.csv") for d in level_dirs], ignore_index=True)
+    stab = read_tables([Path(d) / "stability.csv" for d in level_dirs])
     return acc, stab
 
 

@@ -25,7 +25,7 @@ from scipy.sparse.csgraph import minimum_spanning_tree  # noqa: E402
 
 from ...consolidated import NEAR_ZERO, headline as headline_line, share  # noqa: E402
 from ...core import barrier as barrier_math  # noqa: E402
-from ...io import write_csv, write_json, write_text  # noqa: E402
+from ...io import read_tables, write_csv, write_json, write_text  # noqa: E402
 from ...tables import mean_std_table, pm  # noqa: E402
 from ...figures import save_figure
 
@@ -54,9 +54,9 @@ def read(neb_csvs: list[Path], linear_csvs: list[Path]) -> pd.DataFrame:
     """All points of both kinds of path: pair, path (autoneb | linear), position in [0, 1], split, loss, error."""
     if not neb_csvs:
         raise ValueError("no NEB results given")
-    neb = pd.concat([pd.read_csv(p) for p in neb_csvs], ignore_index=True).rename(columns={"t": "position"})
+    neb = read_tables(neb_csvs).rename(columns={"t": "position"})
     neb["path"] = "autoneb"
-    lin = pd.concat([pd.read_csv(p) for p in linear_csvs], ignore_index=True).rename(columns={"alpha": "position"})
+    lin = read_tables(linear_csvs).rename(columns={"alpha": "position"})
     lin["path"], lin["pivot"] = "linear", lin["position"].isin([0.0, 1.0])
     table = pd.concat([neb, lin], ignore_index=True)
     table["pair"] = _pair(table)

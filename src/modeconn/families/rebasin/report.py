@@ -26,7 +26,7 @@ import seaborn as sns  # noqa: E402
 
 from ...consolidated import NEAR_ZERO, headline, share  # noqa: E402
 from ...core import barrier as barrier_math  # noqa: E402
-from ...io import write_csv, write_json, write_text  # noqa: E402
+from ...io import read_tables, write_csv, write_json, write_text  # noqa: E402
 from ...tables import mean_std_table, pm  # noqa: E402
 from ..rebasin.stage import barriers  # noqa: E402
 from ...figures import save_figure
@@ -44,8 +44,8 @@ def _read(pairs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         for f in ("paths.csv", "collapse.csv", "matching.json"):
             if not (d / f).is_file():
                 raise ValueError(f"{d / f}: missing (not a rebasin-match output folder)")
-        paths.append(pd.read_csv(d / "paths.csv"))
-        coll.append(pd.read_csv(d / "collapse.csv"))
+        paths.append(read_tables([d / "paths.csv"]))
+        coll.append(read_tables([d / "collapse.csv"]))
         m = json.loads((d / "matching.json").read_text())
         for method, v in m["methods"].items():
             info.append({"seed_a": m["seed_a"], "seed_b": m["seed_b"], "method": method, "seconds": v["seconds"], "sweeps": v["sweeps"],
@@ -298,7 +298,7 @@ def _sweep(sweeps: list[Path], kind: str) -> pd.DataFrame:
     if not sweeps:
         return pd.DataFrame(columns=["width", "seed_a", "seed_b", "method", "correction", "split", "metric", "barrier",
                                      "endpoint_mean", "barrier_definition"])
-    sweep = pd.concat([pd.read_csv(p) for p in sweeps], ignore_index=True)
+    sweep = read_tables(sweeps)
     return sweep[sweep.barrier_definition == kind].reset_index(drop=True)
 
 

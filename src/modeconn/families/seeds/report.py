@@ -16,7 +16,7 @@ import pandas as pd
 import seaborn as sns
 
 from ...core import barrier as barrier_math
-from ...io import write_csv, write_json, write_text
+from ...io import read_tables, write_csv, write_json, write_text
 from ...tables import mean_std_table, path_rows, pm
 from ...figures import save_figure  # first: selects the Agg backend
 
@@ -27,7 +27,7 @@ SPLITS = ("train", "test")
 def read_paths(csvs: list[Path]) -> pd.DataFrame:
     if not csvs:
         raise ValueError("no interpolation results given")
-    table = pd.concat([pd.read_csv(p) for p in csvs], ignore_index=True)
+    table = read_tables(csvs)
     table["pair"] = "seed" + table["seed_a"].astype(str) + "–seed" + table["seed_b"].astype(str)
     return table
 

@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from ...consolidated import NEAR_ZERO, headline as headline_line  # noqa: E402
-from ...io import write_csv, write_json, write_text  # noqa: E402
+from ...io import read_tables, write_csv, write_json, write_text  # noqa: E402
 from ...tables import mean_std_table, pm  # noqa: E402
 from ...figures import save_figure
 
@@ -167,7 +167,7 @@ def section(summ: pd.DataFrame, ens: pd.DataFrame, samples: int, ens_samples: in
 
 
 def write(points_csv: Path, ensemble_csv: Path, out_dir: Path, cfg) -> dict:
-    points, ens = pd.read_csv(points_csv), pd.read_csv(ensemble_csv)
+    points, ens = read_tables([points_csv]), read_tables([ensemble_csv])
     if points.empty or ens.empty:
         raise ValueError(f"{points_csv} or {ensemble_csv}: no simplex results")
     sizes = per_size(points)
