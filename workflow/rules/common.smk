@@ -49,6 +49,12 @@ def in_logs(path):
 
 DATA_FILE = in_results(f"data/{CFG.data.name}.safetensors")
 
+
+def output_dir(wildcards, output):
+    """The folder of a rule's outputs, for a command's --out-dir (derived from the outputs, as
+    Snakemake wants a path prefix to be, so that it holds wherever the job runs)."""
+    return str(Path(output[0]).parent)
+
 # What the flatness family measures, filled by each family's rules.smk (included before flatness):
 # group -> checkpoints of its minima (any network checkpoint: seed, fork, ticket, fge, swa...), and
 # group -> its paths: a pair (A, B) of network checkpoints for the linear path between them, or one

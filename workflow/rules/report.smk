@@ -9,7 +9,7 @@ rule report_readme:
     params:
         cfg=params_json(data=True, model=True, train=True, seeds=True, evaluation=True, barrier=True),
         code=code("consolidated"),
-        reports=REPORTS,
+        reports=output_dir,
     conda:
         ENV
     log:

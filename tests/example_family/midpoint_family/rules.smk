@@ -13,7 +13,7 @@ rule report_midpoint:
         report_outputs("midpoint"),
     params:
         cfg=params_json(midpoint=True),
-        out_dir=in_reports("midpoint"),
+        out_dir=output_dir,
     conda:
         ENV
     log:

@@ -97,7 +97,7 @@ rule report_curves:
     output:
         report_outputs("curves"),
     params:
-        out_dir=in_reports("curves"),
+        out_dir=output_dir,
         cfg=params_json(data=True, model=True, curves=True, barrier=True),
         code=code("families.curves.report"),
     conda:

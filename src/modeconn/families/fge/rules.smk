@@ -46,7 +46,7 @@ rule report_fge:
     output:
         report_outputs("fge"),
     params:
-        out_dir=in_reports("fge"),
+        out_dir=output_dir,
         cfg=params_json(data=True, model=True, train=True, fge=True, swa=True),
         code=code("families.fge.report"),
     conda:

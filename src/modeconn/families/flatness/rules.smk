@@ -39,7 +39,7 @@ rule report_flatness:
     output:
         report_outputs("flatness"),
     params:
-        out_dir=in_reports("flatness"),
+        out_dir=output_dir,
         cfg=params_json(),
         code=code("families.flatness.report"),
     conda:

@@ -54,7 +54,7 @@ rule report_instability:
     output:
         report_outputs("instability"),
     params:
-        out_dir=in_reports("instability"),
+        out_dir=output_dir,
         cfg=params_json(data=True, model=True, train=True, instability=True, barrier=True),
         code=code("families.instability.report"),
     conda:

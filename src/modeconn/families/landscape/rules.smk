@@ -85,7 +85,7 @@ rule report_landscape:
     output:
         report_outputs("landscape"),
     params:
-        out_dir=in_reports("landscape"),
+        out_dir=output_dir,
         cfg=params_json(landscape=True),
         code=code("families.landscape.report"),
     conda:

@@ -50,7 +50,7 @@ rule report_lottery:
     output:
         report_outputs("lottery"),
     params:
-        out_dir=in_reports("lottery"),
+        out_dir=output_dir,
         cfg=params_json(data=True, model=True, train=True, lottery=True, instability={"threshold": CFG.instability.threshold}, barrier=True),
         code=code("families.lottery.report"),
     conda:

@@ -43,7 +43,7 @@ rule report_neb:
     output:
         report_outputs("neb"),
     params:
-        out_dir=in_reports("neb"),
+        out_dir=output_dir,
         cfg=params_json(barrier=True),
         code=code("families.neb.report"),
     conda:

@@ -99,7 +99,7 @@ rule report_rebasin:
     output:
         report_outputs("rebasin"),
     params:
-        out_dir=in_reports("rebasin"),
+        out_dir=output_dir,
         cfg=params_json(data=True, model=True, rebasin=True, barrier=True),
         pairs=[in_results(f"rebasin/pairs/seed{a}-seed{b}") for a, b in SEED_PAIRS],
         code=code("families.rebasin.report"),

@@ -70,7 +70,7 @@ rule report_seeds:
     output:
         report_outputs("seeds"),
     params:
-        out_dir=in_reports("seeds"),
+        out_dir=output_dir,
         cfg=params_json(barrier=True),
         code=code("families.seeds.report"),
     conda:

@@ -22,7 +22,7 @@ rule simplex_grow:
         cfg=params_json(data=True, model=True, evaluation=True, simplex=True),
         checkpoints=" ".join(f"{POPULATION_DIR[s]}/seed{s}.safetensors" for s in SIMPLEX_SEEDS),
         code=code("families.simplex.stage"),
-        out_dir=in_results("simplex"),
+        out_dir=output_dir,
     conda:
         ENV
     threads: 2
@@ -42,7 +42,7 @@ rule report_simplex:
     output:
         report_outputs("simplex"),
     params:
-        out_dir=in_reports("simplex"),
+        out_dir=output_dir,
         cfg=params_json(simplex={"eval_samples": CFG.simplex.eval_samples, "ensemble_samples": CFG.simplex.ensemble_samples}),
         code=code("families.simplex.report"),
     conda:
