@@ -140,6 +140,19 @@ def check_resumed(capsys, label: str, written: list[dict], output: Path) -> None
     assert not resume.folder(output).exists()
 
 
+def interrupt_and_resume(monkeypatch, capsys, run, after: int, label: str, output) -> list[dict]:
+    """run("clean"); run("killed") stopped right after its `after`-th resume point; run("killed")
+    again. The rerun must say it resumed `label` (and remove the resume folder of `output(outputs)`)
+    and leave outputs equal to the clean run's. Returns the states of the points written."""
+    clean = run("clean")
+    written = interrupted(monkeypatch, lambda: run("killed"), after=after)
+    capsys.readouterr()
+    killed = run("killed")
+    check_resumed(capsys, label, written, output(killed))
+    assert_same_outputs(clean, killed)
+    return written
+
+
 def seed_file(seeds: Path, s: int, step: int | None = None) -> Path:
     return seeds / "pop" / (f"seed{s}.safetensors" if step is None else f"seed{s}.step{step}.safetensors")
 
@@ -187,13 +200,8 @@ def test_fge_resumes_bit_for_bit_with_its_snapshots(seeds, tmp_path, monkeypatch
         stage.fge(CFG, seeds / "data.safetensors", [0, 1], [seeds / "pop"] * 2, tmp_path / name / "networks", tmp_path / name / "fge.csv", JOB)
         return files(tmp_path / name / "networks", tmp_path / name / "fge.csv")
 
-    clean = run("clean")
-    written = interrupted(monkeypatch, lambda: run("killed"), after=1)
+    written = interrupt_and_resume(monkeypatch, capsys, run, after=1, label="fge seeds [0, 1]", output=lambda outs: tmp_path / "killed/networks")
     assert written[0]["step"] == 18 and written[0]["extra"] == {"steps": [16]}
-    capsys.readouterr()
-    killed = run("killed")
-    check_resumed(capsys, "fge seeds [0, 1]", written, tmp_path / "killed/networks")
-    assert_same_outputs(clean, killed)
 
 
 def test_swa_resumes_bit_for_bit_with_its_running_average(seeds, tmp_path, monkeypatch, capsys):
@@ -204,14 +212,9 @@ def test_swa_resumes_bit_for_bit_with_its_running_average(seeds, tmp_path, monke
         stage.swa(CFG, seeds / "data.safetensors", [0, 1], [seeds / "pop"] * 2, tmp_path / name / "networks", tmp_path / name / "swa.csv", JOB)
         return files(tmp_path / name / "networks", tmp_path / name / "swa.csv")
 
-    clean = run("clean")
-    written = interrupted(monkeypatch, lambda: run("killed"), after=1)
+    written = interrupt_and_resume(monkeypatch, capsys, run, after=1, label="swa seeds [0, 1]", output=lambda outs: tmp_path / "killed/networks")
     assert written[0]["step"] == 18 and written[0]["extra"] == {"averaged": 1}
-    capsys.readouterr()
-    killed = run("killed")
-    check_resumed(capsys, "swa seeds [0, 1]", written, tmp_path / "killed/networks")
     assert checkpoint.read_meta(tmp_path / "killed/networks/seed0.safetensors")["averaged"] == 4
-    assert_same_outputs(clean, killed)
 
 
 # ------------------------------------------------------------------------------------ fits
@@ -226,13 +229,8 @@ def test_curve_training_resumes_bit_for_bit(seeds, tmp_path, monkeypatch, capsys
         stage.train(CFG, seeds / "data.safetensors", seed_file(seeds, 0), seed_file(seeds, 1), outs, JOB)
         return outs
 
-    clean = run("clean")
-    written = interrupted(monkeypatch, lambda: run("killed"), after=1)
+    written = interrupt_and_resume(monkeypatch, capsys, run, after=1, label="curve training seed0-seed1", output=lambda outs: outs[0])
     assert written[0]["fit"]["step"] == 6
-    capsys.readouterr()
-    killed = run("killed")
-    check_resumed(capsys, "curve training seed0-seed1", written, killed[0])
-    assert_same_outputs(clean, killed)
 
 
 def test_autoneb_resumes_bit_for_bit_inside_its_second_cycle(seeds, tmp_path, monkeypatch, capsys):
@@ -244,13 +242,8 @@ def test_autoneb_resumes_bit_for_bit_inside_its_second_cycle(seeds, tmp_path, mo
         stage.connect(CFG, seeds / "data.safetensors", seed_file(seeds, 0), seed_file(seeds, 1), out, JOB)
         return [out, out.with_suffix(".csv"), out.with_suffix(".json")]
 
-    clean = run("clean")
-    written = interrupted(monkeypatch, lambda: run("killed"), after=6)
+    written = interrupt_and_resume(monkeypatch, capsys, run, after=6, label="AutoNEB seed0-seed1", output=lambda outs: outs[0])
     assert written[-1]["fit"]["step"] == 6 and written[-1]["fit"]["extra"]["cycle"] == 1
-    capsys.readouterr()
-    killed = run("killed")
-    check_resumed(capsys, "AutoNEB seed0-seed1", written, killed[0])
-    assert_same_outputs(clean, killed)
 
 
 def test_simplex_resumes_bit_for_bit_inside_its_third_vertex(seeds, tmp_path, monkeypatch, capsys):
@@ -261,13 +254,8 @@ def test_simplex_resumes_bit_for_bit_inside_its_third_vertex(seeds, tmp_path, mo
         stage.grow(CFG, seeds / "data.safetensors", [seed_file(seeds, 0), seed_file(seeds, 1)], tmp_path / name, JOB)
         return files(tmp_path / name)
 
-    clean = run("clean")
-    written = interrupted(monkeypatch, lambda: run("killed"), after=3)
+    written = interrupt_and_resume(monkeypatch, capsys, run, after=3, label="simplex [0, 1]", output=lambda outs: tmp_path / "killed")
     assert [w["fit"] and w["fit"]["step"] for w in written] == [6, None, 6]
-    capsys.readouterr()
-    killed = run("killed")
-    check_resumed(capsys, "simplex [0, 1]", written, tmp_path / "killed")
-    assert_same_outputs(clean, killed)
 
 
 # ------------------------------------------------------------------------------------ the points themselves
