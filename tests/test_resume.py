@@ -326,3 +326,21 @@ def test_fits_write_progress_lines_to_their_log(seeds, tmp_path, monkeypatch, ca
         assert [line.split("  ")[1] for line in vertex] == ["step 6/12", "step 12/12"] and " log volume " in vertex[0]
     ste = starting("straight-through estimator (0, 1): step ")
     assert [line.split("  ")[0].rsplit(" ", 1)[1] for line in ste] == ["1/3", "2/3", "3/3"] and " midpoint loss " in ste[0]
+
+
+def test_plain_sgd_seeds_continue_into_swa_and_fge_without_optimizer_state(seeds, tmp_path):
+    """Plain SGD (momentum 0, the LeNet presets) keeps no optimizer state: its step checkpoints hold
+    none, and FGE and SWA continue from them all the same (an Adam checkpoint without state is refused)."""
+    from modeconn.families.fge import stage
+
+    plain = {**PARAMS, "train": {**PARAMS["train"], "momentum": 0.0}}
+    cfg = Config.from_dict(plain)
+    args = ["--params", json.dumps(plain), "--threads", "1", "--device", "cpu"]
+    assert main(["train-seeds", *args, "--seeds", "0", "--data", str(seeds / "data.safetensors"), "--out-dir", str(tmp_path / "pop")]) == 0
+    assert checkpoint.load(tmp_path / "pop/seed0.step12.safetensors").optimizer == {}
+    stage.swa(cfg, seeds / "data.safetensors", [0], [tmp_path / "pop"], tmp_path / "swa", tmp_path / "swa.csv", JOB)
+    stage.fge(cfg, seeds / "data.safetensors", [0], [tmp_path / "pop"], tmp_path / "fge", tmp_path / "fge.csv", JOB)
+    assert (tmp_path / "swa/seed0.safetensors").is_file() and (tmp_path / "fge.csv").is_file()
+    adam = Config.from_dict({**plain, "train": {**plain["train"], "optimizer": "adam"}})
+    with pytest.raises(checkpoint.CheckpointError, match="no optimizer state"):
+        stage._load_seeds(adam, [0], [tmp_path / "pop"], 12, torch.device("cpu"))

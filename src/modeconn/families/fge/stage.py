@@ -42,14 +42,16 @@ def _check_start(name: str, start: int, cfg: Config, spe: int) -> None:
 
 
 def _load_seeds(cfg: Config, seeds: list[int], dirs: list[Path], step: int | None, device) -> list[checkpoint.Checkpoint]:
-    """Each seed's checkpoint at `step` (None: final); a step checkpoint must carry optimizer state."""
+    """Each seed's checkpoint at `step` (None: final); a step checkpoint must carry optimizer state,
+    unless the optimizer keeps none (plain SGD: no momentum, as in the LeNet presets)."""
     if len(seeds) != len(dirs):
         raise ValueError(f"{len(seeds)} seeds but {len(dirs)} seed directories")
+    stateless = cfg.train.optimizer == "sgd" and cfg.train.momentum == 0
     out = []
     for seed, d in zip(seeds, dirs):
         path = Path(d) / checkpoint_name(seed, step)
         ckpt = load_network(cfg, path, device)
-        if step is not None and not ckpt.optimizer:
+        if step is not None and not ckpt.optimizer and not stateless:
             raise checkpoint.CheckpointError(f"{path}: no optimizer state to resume from")
         out.append(ckpt)
     return out
