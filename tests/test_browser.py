@@ -16,16 +16,14 @@ import html
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.browser
+
+from mlflow_server import start, stop, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 COPY = ["Snakefile", "params.yaml", "workflow", "config", "profiles", "dvc.yaml"]
@@ -79,12 +77,6 @@ def dump_until(page: str, ready, tries: int = 4) -> str:
     return dom
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def env() -> dict[str, str]:
     return {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1"}
 
@@ -101,22 +93,9 @@ def shots(tmp_path_factory) -> Path:
 def site(tmp_path_factory):
     """An MLflow server (SQLite, loopback) and a workflow run of the smoke `seeds` target tracked by it."""
     home = tmp_path_factory.mktemp("browser")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = home / "server.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(["bash", str(ROOT / "scripts/mlflow-server.sh"), "--dir", str(home / "srv"), "--port", str(port)],
-                                  stdout=out, stderr=subprocess.STDOUT, env=env(), start_new_session=True)
+    server, url, log = start(home, env())
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, log.read_text()[-3000:]
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.5)
+        wait_healthy(url, server, log, timeout=180)
         work = home / "work"
         work.mkdir()
         for name in COPY:
@@ -130,12 +109,7 @@ def site(tmp_path_factory):
         assert report.returncode == 0, report.stderr[-5000:]
         yield {"url": url, "work": work, "report": work / "report.html"}
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
+        stop(server)
 
 
 def test_mlflow_ui_shows_runs_and_a_metric_chart(site, shots):

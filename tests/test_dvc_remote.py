@@ -27,6 +27,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from modeconn.config import load_yaml
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,15 +57,6 @@ def sh(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
-def merge(base: dict, over: dict) -> dict:
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
 def would_run(dry_run_output: str) -> dict[str, int]:
     """{rule: count} from the job table of `snakemake -n`; {} when there is nothing to do."""
     if "Nothing to be done" in dry_run_output:
@@ -83,7 +76,7 @@ def test_dvc_remote_round_trip(tmp_path):
     # the stages' code deps (the jobs themselves run the installed package)
     shutil.copytree(ROOT / "src", a / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     # DVC reads params.yaml only: the smoke preset's values go into it
-    params = merge(yaml.safe_load((a / "params.yaml").read_text()), yaml.safe_load((a / "config/smoke.yaml").read_text()))
+    params = load_yaml(a / "params.yaml", a / "config/smoke.yaml")  # merged as the workflow merges presets
     (a / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     sh(a, "git", "init", "-q")

@@ -9,19 +9,19 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from modeconn.config import Config, TrackingConfig
 from modeconn.tracking import TrackingServerError, _ServerClient, is_server, job, store_uri
+
+from mlflow_server import free_port, start, stop, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "server"
@@ -68,43 +68,16 @@ DOOMED = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def env() -> dict[str, str]:
     # a generous budget: the writers start while the server is still booting and wait for it
     return {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MODECONN_TRACKING_RETRY_S": "150"}
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 150) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.25)
-    pytest.fail(f"mlflow server did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A running server; the writers of the first test are started while it boots (see `writers`)."""
     home = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = home / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            ["bash", str(ROOT / "scripts/mlflow-server.sh"), "--dir", str(home / "srv"), "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, env=env(), start_new_session=True,
-        )
+    proc, url, log = start(home, env())
     # the parallel writers start now, overlapping the server's boot (they retry until it answers)
     files = [home / f"metrics{i}.json" for i in range(WRITERS)]
     script = home / "writer.py"
@@ -120,12 +93,7 @@ def server(tmp_path_factory):
         for p in procs:
             if p.poll() is None:
                 p.kill()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc, timeout=20)
 
 
 def test_http_uri_is_accepted():
