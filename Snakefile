@@ -46,13 +46,19 @@ onstart:
     # The MLflow store must exist before jobs fan out: parallel first-time creation corrupts it.
     # It also ends as KILLED the MLflow runs of jobs whose process died.
     shell("modeconn init-tracking --params {params:q}", params=params_json())
+    # Jobs append their MLflow records to a journal that one process writes into a local store
+    # (journal.py): opening the store would cost every job about 2 s.
+    if JOURNAL:
+        DRAINER.append(journal.start_drainer(JOURNAL, Path(in_logs("tracking-journal.log")), params_json()))
 
 
 onsuccess:
+    stop_journal()
     recovery.release()
 
 
 onerror:
+    stop_journal()
     recovery.release()
 
 

@@ -70,6 +70,12 @@ def cmd_init_tracking(args, cfg: Config) -> None:
     init_store(cfg.tracking)
 
 
+def cmd_drain_journal(args, cfg: Config) -> None:
+    from .journal import follow
+
+    follow(args.folder, args.owner, args.stop)
+
+
 def cmd_prepare_data(args, cfg: Config) -> None:
     from .data import build_dataset, save_dataset
 
@@ -102,6 +108,10 @@ def parser() -> argparse.ArgumentParser:
     p = command("dvc-params", cmd_dvc_params, "print the --set-param arguments that run presets under DVC: dvc exp run $(modeconn dvc-params config/mnist_cpu.yaml)")
     p.add_argument("presets", nargs="+", type=Path, help="preset files, merged left to right over params.yaml")
     command("init-tracking", cmd_init_tracking, "create the MLflow store and experiment (before jobs fan out)")
+    p = command("drain-journal", cmd_drain_journal, "write the jobs' tracking journal into the MLflow store until --stop exists or --owner exits (started by the Snakefile)")
+    p.add_argument("--folder", type=Path, required=True, help="the journal folder")
+    p.add_argument("--owner", required=True, help="pid:start of the workflow process")
+    p.add_argument("--stop", type=Path, required=True, help="drain once more and exit when this file exists")
     p = command("prepare-data", cmd_prepare_data, "build the configured dataset into one safetensors file")
     p.add_argument("--out", type=Path, required=True)
     p = command("report-readme", cmd_report_readme, "the consolidated reports/README.md from every family's section")

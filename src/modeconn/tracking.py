@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .config import TrackingConfig
+from .journal import JOURNAL_ENV, JournalRecorder, JournalWriter
 from .provenance import git_commit
 from .recovery import owner_id, process_alive
 
@@ -241,17 +242,27 @@ class Recorder:
             self._closed = True
 
 
+def _open_run(cfg: TrackingConfig, name: str, tags: dict[str, str]) -> "Recorder | JournalRecorder":
+    """The run of one job: in the store, or, under a workflow that drains a journal (journal.py),
+    as records in the job's journal file (no MLflow import, no store opened in this process)."""
+    tags = {"git_commit": git_commit(), **tags}
+    journal = os.environ.get(JOURNAL_ENV)
+    if journal and not is_server(cfg.uri):
+        writer = JournalWriter(Path(journal), cfg.uri, cfg.experiment, {"git_commit": tags["git_commit"], **owner_tags()})
+        return JournalRecorder.start(writer, name, tags)
+    client = _client(cfg)
+    experiment = _experiment_id(client, cfg.experiment)
+    run = _retry(lambda: client.create_run(experiment, run_name=name, tags={**tags, **owner_tags()}))
+    return Recorder(client, run.info.run_id, experiment)
+
+
 @contextlib.contextmanager
-def job(cfg: TrackingConfig, name: str, params: dict[str, Any], tags: dict[str, str] | None = None) -> Iterator[Recorder]:
+def job(cfg: TrackingConfig, name: str, params: dict[str, Any], tags: dict[str, str] | None = None) -> Iterator["Recorder | JournalRecorder"]:
     """One MLflow run for one workflow job; marked FAILED if the job raises."""
     if not cfg.enabled:
         yield Recorder()
         return
-    client = _client(cfg)
-    experiment = _experiment_id(client, cfg.experiment)
-    all_tags = {"git_commit": git_commit(), **owner_tags(), **(tags or {})}
-    run = _retry(lambda: client.create_run(experiment, run_name=name, tags=all_tags))
-    rec = Recorder(client, run.info.run_id, experiment)
+    rec = _open_run(cfg, name, tags or {})
     status = "FINISHED"
     try:
         rec.params(params)

@@ -9,7 +9,7 @@ from modeconn.config import Config, ConfigError, check
 from modeconn.families import registry
 from modeconn.models import width_key
 from modeconn.provenance import imported_sources, source_hash
-from modeconn import recovery
+from modeconn import journal, recovery
 
 try:
     CFG = Config.from_dict(config, source="params.yaml (+ --configfile)")
@@ -28,6 +28,16 @@ FAMILIES = registry()
 ENV = str(Path(workflow.basedir) / "workflow/envs/modeconn.yaml")
 # Only a run on CUDA asks the cluster for a GPU; on one machine the resource is unconstrained.
 GPU = 1 if CFG.runtime.device == "cuda" else 0
+
+# The tracking journal (journal.py) of a local MLflow store, and its drainer once started (onstart).
+JOURNAL = Path(".modeconn/journal").resolve() if CFG.tracking.enabled and CFG.tracking.uri.startswith("sqlite:") else None
+DRAINER = []
+
+
+def stop_journal():
+    if DRAINER:
+        journal.stop_drainer(DRAINER.pop(), JOURNAL, Path(in_logs("tracking-journal.log")))
+
 
 # Every path of the run derives from run.results / run.reports / its logs folder (run section of
 # params.yaml): runs of different presets keep their own files, and the default run keeps
