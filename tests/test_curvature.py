@@ -521,6 +521,36 @@ def test_stage_table_records_the_evaluation_set_with_every_number():
         assert alone[col].iloc[0] == pytest.approx(table[col].iloc[1], rel=1e-5), col
 
 
+def test_a_network_met_twice_in_a_job_is_measured_once_with_the_same_numbers(monkeypatch):
+    """A seed that ends several paths: its second row is the first one's numbers, not a new estimate."""
+    from modeconn.families.flatness import stage as flatness
+    from modeconn.jobs import skeleton
+
+    cfg, data = stage_cfg(), tiny_data()
+    model = skeleton(cfg, data, torch.device("cpu"))
+    _, params, buffers = population("mlp", [0, 1])
+    batches = flatness.evaluation_batches(data, cfg)
+    fresh = flatness.group_curvature(cfg, model, params, buffers, batches)
+    calls = []
+    real = flatness.network_curvature
+    monkeypatch.setattr(flatness, "network_curvature", lambda *a: calls.append(1) or real(*a))
+    known = {}
+    twice = {k: torch.cat([v, v[:1]]) for k, v in params.items()}  # members 0, 1, 0
+    rows = flatness.group_curvature(cfg, model, twice, {k: torch.cat([v, v[:1]]) for k, v in buffers.items()}, batches, known=known)
+    assert len(calls) == 2 and len(known) == 2
+    assert rows[0] == rows[2] == fresh[0] and rows[1] == fresh[1]
+    # a later group of the same job (a minimum that is also an endpoint) reuses it as well
+    again = flatness.group_curvature(cfg, model, {k: v[1:] for k, v in params.items()}, {k: v[1:] for k, v in buffers.items()}, batches, known=known)
+    assert len(calls) == 2 and again == [fresh[1]]
+    # restricted to other coordinates, the same weights are another measurement
+    first = next(iter(params))
+    mask = {first: torch.ones_like(params[first][0])}
+    mask[first].view(-1)[0] = 0
+    free = flatness.curv.free_coordinates(member(params, 0), mask)
+    flatness.group_curvature(cfg, model, {k: v[:1] for k, v in params.items()}, {k: v[:1] for k, v in buffers.items()}, batches, free, known=known)
+    assert len(calls) == 3
+
+
 def test_stage_falls_back_to_products_where_fx_cannot_trace(monkeypatch):
     from modeconn.families.flatness import stage as flatness
     from modeconn.jobs import skeleton

@@ -36,6 +36,7 @@ from ...core.population import has_batchnorm, recompute_bn
 from ...data import Dataset
 from ...io import write_csv
 from ...models import model_info
+from ...progress import ProgressLog
 from ...train import generator
 from ...jobs import Job, load_network, load_networks, bn_batches, data_on, evaluate_population, params_of, skeleton, split
 
@@ -133,18 +134,38 @@ def network_curvature(cfg: Config, model: torch.nn.Module, program: curv.Program
     }
 
 
-def group_curvature(cfg: Config, model: torch.nn.Module, params: dict, buffers: dict, batches, free: dict | None = None) -> list[dict]:
+def group_curvature(cfg: Config, model: torch.nn.Module, params: dict, buffers: dict, batches, free: dict | None = None,
+                    known: dict | None = None, on_network=None) -> list[dict]:
     """`network_curvature` of each of K stacked networks, one at a time (ARPACK is sequential), with
     the probes and the Lanczos start drawn once from generators keyed by `flatness.seed` only, so a
-    network gets the same numbers alone or in a group."""
+    network gets the same numbers alone or in a group.
+
+    `known` (digest of a network → its numbers) is shared by the groups of one job: a network
+    measured before (a seed that ends several paths, and is a minimum too) is not measured again;
+    its numbers are the same, bit for bit, as the estimates are deterministic given the network."""
     fc = cfg.flatness
     first = member(params, 0)
     probes = curv.rademacher(first, fc.probes, generator("hutchinson", fc.seed))
     start = curv.gaussian(first, generator("lanczos", fc.seed))
     k = next(iter(params.values())).shape[0]
+    known = {} if known is None else known
+    rows = []
     with curv.batch_statistics(model, training=fc.mode == "train"):
         program = traced(model)
-        return [network_curvature(cfg, model, program, member(params, j), member(buffers, j), batches, probes, start, free) for j in range(k)]
+        for j in range(k):
+            p, b = member(params, j), member(buffers, j)
+            key = network_digest(p, b, free)
+            if key not in known:
+                known[key] = network_curvature(cfg, model, program, p, b, batches, probes, start, free)
+            rows.append(known[key])
+            if on_network is not None:
+                on_network()
+    return rows
+
+
+def network_digest(params: dict, buffers: dict, free: dict | None) -> tuple[str, str, str]:
+    """What makes two networks' numbers equal: their tensors and their free coordinates (checkpoint.digest)."""
+    return checkpoint.digest(params), checkpoint.digest(buffers), checkpoint.digest(free or {})
 
 
 def describe(cfg: Config, parameters: int, restriction: str) -> dict:
@@ -277,14 +298,15 @@ def rescaled(cfg: Config, model: torch.nn.Module, groups: list[Group]) -> list[G
                   free=g.free, restriction=g.restriction)]
 
 
-def group_table(cfg: Config, data: Dataset, model: torch.nn.Module, group: Group, batches, on_row=None) -> pd.DataFrame:
+def group_table(cfg: Config, data: Dataset, model: torch.nn.Module, group: Group, batches, on_row=None,
+                known: dict | None = None, on_network=None) -> pd.DataFrame:
     """One row per member of the group: labels, curvature, loss/error on both splits, definitions."""
     evaluated = evaluate_population(cfg, data, model, group.params, group.buffers)
     buffers = group.buffers
     if cfg.flatness.mode == "eval" and has_batchnorm(model):
         # Same fresh statistics the loss/error above were measured with.
         buffers = recompute_bn(model, group.params, buffers, bn_batches(data, cfg.evaluation), cfg.evaluation.member_chunk)
-    curvature_rows = group_curvature(cfg, model, group.params, buffers, batches, group.free)
+    curvature_rows = group_curvature(cfg, model, group.params, buffers, batches, group.free, known, on_network)
     rows = []
     for i, t in enumerate(group.t):
         row = {"family": group.family, "kind": group.kind, "source": group.source, "path": group.path, "t": t, "point": group.point[i]}
@@ -318,7 +340,15 @@ def curvature(cfg: Config, data_path: Path, minima: list[Spec], paths: list[Spec
 
         groups = [load_minimum(cfg, s, device, model) for s in minima]
         groups += rescaled(cfg, model, groups[:1]) + [load_path(cfg, s, device) for s in paths]
-        table = pd.concat([group_table(cfg, data, model, g, batches, log) for g in groups], ignore_index=True)
+        networks = sum(len(g.t) for g in groups)
+        progress = ProgressLog(0, networks, label="curvature of networks")
+        done = iter(range(1, networks + 1))
+        known: dict = {}  # networks met twice (a path's endpoints) are measured once
+
+        def measured() -> None:
+            progress.update(next(done), {"measured": len(known)})
+
+        table = pd.concat([group_table(cfg, data, model, g, batches, log, known, measured) for g in groups], ignore_index=True)
         # refuses a non-finite loss, error or trace (eigenvalues may be NaN: not converged, recorded in eig_converged)
         write_csv(out_csv, table, inputs=[f for spec in [*minima, *paths] for f in spec.files])
         run.artifact(out_csv)
