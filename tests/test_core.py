@@ -283,6 +283,39 @@ def test_evaluate_independent_of_member_chunk_and_batch_size(arch):
         torch.testing.assert_close(res["error"], base["error"], atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("arch", ["mlp", "resnet20-bn"])
+def test_members_at_once_follows_the_activation_budget(arch, monkeypatch):
+    """On a CPU: as many members as keep members × batch × widest layer × 4 bytes within the
+    budget, at least one; a forced evaluation.member_chunk wins; off the CPU every member at once."""
+    from modeconn.core import population as pop
+
+    skeleton, params, buffers = population(arch, [0, 1, 2, 3])
+    x, _ = synthetic(40, ARCHS[arch][1], seed=6)
+    widest = pop.widest_activation(skeleton, params, buffers, x)
+    # the widest activation is at least the input and the output, and some layer's output exactly
+    assert widest >= max(x[0].numel(), 10)
+    per_member = widest * 40 * 4
+    for members, budget in [(1, per_member - 1), (1, per_member), (2, 2 * per_member + 1), (3, 3 * per_member), (4, 100 * per_member)]:
+        monkeypatch.setattr(pop, "CPU_ACTIVATION_BYTES", budget)
+        assert pop.members_at_once(skeleton, params, buffers, x, 1000) == members
+    monkeypatch.setattr(pop, "CPU_ACTIVATION_BYTES", 2 * per_member)
+    assert pop.members_at_once(skeleton, params, buffers, x, 1000) == 2
+    assert pop.members_at_once(skeleton, params, buffers, x, 20) == 4  # half the batch: twice the members
+    assert pop.members_at_once(skeleton, params, buffers, x, 1000, chunk=3) == 3
+    on_gpu = x.to("meta")
+    assert pop.members_at_once(skeleton, params, buffers, on_gpu, 1000) == 4
+
+
+def test_widest_activation_of_an_mlp_is_its_widest_layer():
+    from modeconn.config import ModelConfig
+    from modeconn.core.population import widest_activation
+    from modeconn.models import build_model
+
+    model = build_model(ModelConfig(name="mlp", depth=2, width=96), [1, 40], 10)
+    params, buffers = stack([dict(model.named_parameters())]), stack([dict(model.named_buffers())])
+    assert widest_activation(model, params, buffers, torch.zeros(5, 1, 40)) == 96
+
+
 def test_evaluate_restores_training_mode_and_leaves_inputs_alone():
     skeleton, params, buffers = population("mlp-bn", [0, 1])
     skeleton.train()

@@ -18,18 +18,15 @@ import torch
 from torch import Tensor, nn
 
 from .params import TensorDict, select, size
-from .population import forward, mode
+from .population import chunks, forward, members_at_once, mode
 
 
 @torch.no_grad()
 def log_probs(model: nn.Module, params: TensorDict, buffers: TensorDict, x: Tensor, batch_size: int = 2000, chunk: int = 0) -> Tensor:
     """Log-softmax outputs [K, N, C] of K stacked members on x [N, ...], in eval mode."""
-    k = size(params)
-    step = k if chunk <= 0 else chunk
     out = []
     with mode(model, training=False):
-        for lo in range(0, k, step):
-            part = slice(lo, min(lo + step, k))
+        for part in chunks(size(params), members_at_once(model, params, buffers, x, batch_size, chunk)):
             p, b = select(params, part), select(buffers, part)
             out.append(torch.cat([forward(model, p, b, x[s : s + batch_size]).log_softmax(-1) for s in range(0, x.shape[0], batch_size)], 1))
     return torch.cat(out)

@@ -60,7 +60,41 @@ def module_outputs(model: nn.Module, params: TensorDict, buffers: TensorDict, x:
     return seen
 
 
-def _chunks(k: int, chunk: int) -> list[slice]:
+# On a CPU, one batched (vmap) step over k members runs each layer as a bmm on activations
+# [k, B, width] plus separate elementwise passes (bias, ReLU) over them; once those activations
+# leave the cache the elementwise passes are limited by memory traffic and the batched call is
+# slower than a loop (25 points of a 2×256 MLP on 2000-example batches: 1.7× the time of one point
+# at a time). Measured on this project's 2-core machine (one thread, 24 members, 10,000 examples;
+# benchmarks/README.md), the fastest chunk kept members × batch × widest layer × 4 bytes near 0.5-2
+# MiB: 1 member at 2 MiB each (2×256 MLP, batch 2000; also a 3×512 MLP), 4 at 0.5 MiB, 4-8 at
+# 0.25 MiB. So on a CPU members go together while that stays within this budget; on a GPU every
+# member goes at once, which is where batching pays.
+CPU_ACTIVATION_BYTES = 2**20
+
+
+def widest_activation(model: nn.Module, params: TensorDict, buffers: TensorDict, x: Tensor) -> int:
+    """Elements of the largest output of any layer for one example (one member, eval mode)."""
+    leaves = [name for name, m in model.named_modules() if name and not list(m.children())]
+    one = {k: v[0] for k, v in params.items()}, {k: v[0] for k, v in buffers.items()}
+    outs = module_outputs(model, *one, x[:1], leaves)
+    return max([t.numel() for t in outs.values() if isinstance(t, Tensor)] + [x[:1].numel()])
+
+
+def members_at_once(model: nn.Module, params: TensorDict, buffers: TensorDict, x: Tensor, batch_size: int, chunk: int = 0) -> int:
+    """How many members to run at once: `chunk` when set (> 0, `evaluation.member_chunk`), else
+    every member on a GPU, and on a CPU as many as keep the widest activation of a batch
+    (members × batch × widest layer × bytes) within CPU_ACTIVATION_BYTES, at least one."""
+    k = size(params)
+    if chunk > 0:
+        return chunk
+    if x.device.type != "cpu":
+        return k
+    per_member = widest_activation(model, params, buffers, x) * min(batch_size, x.shape[0]) * x.element_size()
+    return max(1, min(k, CPU_ACTIVATION_BYTES // per_member))
+
+
+def chunks(k: int, chunk: int) -> list[slice]:
+    """Slices of `chunk` members (the last one shorter) covering k members."""
     step = k if chunk <= 0 else chunk
     return [slice(i, min(i + step, k)) for i in range(0, k, step)]
 
@@ -78,14 +112,15 @@ def evaluate(
     """Mean cross-entropy loss and error rate of every member on (x, y), in eval mode.
 
     Returns {"loss": [K], "error": [K]} (float64). Members are processed `member_chunk` at a time
-    (0 = all at once) and examples `batch_size` at a time, which bounds memory without changing
-    the result.
+    (0 = chosen from the device and the sizes: `members_at_once`) and examples `batch_size` at a time,
+    which bounds memory and time without changing the result.
     """
     k, n = size(params), x.shape[0]
+    member_chunk = members_at_once(model, params, buffers, x, batch_size, member_chunk)
     loss = torch.zeros(k, dtype=torch.float64, device=x.device)
     wrong = torch.zeros(k, dtype=torch.float64, device=x.device)
     with mode(model, training=False):
-        for part in _chunks(k, member_chunk):
+        for part in chunks(k, member_chunk):
             p, b = select(params, part), select(buffers, part)
             for start in range(0, n, batch_size):
                 xb, yb = x[start : start + batch_size], y[start : start + batch_size]
@@ -139,7 +174,8 @@ def recompute_bn(
     momenta = {name: m.momentum for name, m in layers.items()}
     try:
         with mode(model, training=True):
-            for part in _chunks(size(params), member_chunk):
+            at_once = members_at_once(model, params, buffers, batches[0], batches[0].shape[0], member_chunk) if batches else 1
+            for part in chunks(size(params), at_once):
                 p, b = select(params, part), select(new, part)  # views: updates land in `new`
                 for n, xb in enumerate(batches, start=1):
                     for m in layers.values():

@@ -23,7 +23,7 @@ class CurvesConfig:
     grid: int = 9
     margin: float = 0.25
     plane_examples: int = 2000
-    chunk: int = 64
+    chunk: int = 0  # 0: chosen from the device and the sizes (core.population.members_at_once)
     seed: int = 0
 
 

@@ -19,7 +19,7 @@ from ...config import Config
 from ...core import simplex as simplex_math
 from ...core.optimizers import FitState, load_optimizer_tensors, make_optimizer, optimizer_tensors
 from ...core.params import require_finite, select, stack
-from ...core.population import evaluate, forward, has_batchnorm, mode, recompute_bn
+from ...core.population import chunks, evaluate, forward, has_batchnorm, members_at_once, mode, recompute_bn
 from ...data import Dataset
 from ...io import write_csvs
 from ...progress import ProgressLog
@@ -139,15 +139,10 @@ def probabilities(cfg: Config, model, params: dict, buffers: dict, x: torch.Tens
     with mode(model, training=False):
         for start in range(0, x.shape[0], ev.batch_size):
             xb = x[start : start + ev.batch_size]
-            chunks = [forward(model, select(params, part), select(buffers, part), xb).softmax(-1)
-                      for part in _chunks(next(iter(params.values())).shape[0], ev.member_chunk)]
-            out.append(torch.cat(chunks, 0))
+            at_once = members_at_once(model, params, buffers, xb, xb.shape[0], ev.member_chunk)
+            out.append(torch.cat([forward(model, select(params, part), select(buffers, part), xb).softmax(-1)
+                                  for part in chunks(next(iter(params.values())).shape[0], at_once)], 0))
     return torch.cat(out, 1)
-
-
-def _chunks(k: int, chunk: int) -> list[slice]:
-    step = k if chunk <= 0 else chunk
-    return [slice(i, min(i + step, k)) for i in range(0, k, step)]
 
 
 def ensemble_scores(probs: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
