@@ -26,7 +26,9 @@ rule train_curves:
         code=code("families.curves.stage"),
     conda:
         ENV
-    threads: 2
+    threads: 1
+    # starts a chain of jobs: scheduled before independent short jobs so that both cores stay busy to the end
+    priority: 5
     resources:
         gpu=GPU,
     log:
@@ -52,7 +54,7 @@ rule evaluate_curves:
         code=code("families.curves.stage"),
     conda:
         ENV
-    threads: 2
+    threads: 1
     resources:
         gpu=GPU,
     log:
@@ -77,7 +79,7 @@ rule curve_plane:
         code=code("families.curves.stage"),
     conda:
         ENV
-    threads: 2
+    threads: 1
     resources:
         gpu=GPU,
     log:

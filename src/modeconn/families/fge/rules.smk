@@ -28,7 +28,9 @@ rule continue_seeds:
         dirs=" ".join(FGE_SEED_DIRS),
     conda:
         ENV
-    threads: 2
+    threads: 1
+    # starts a chain of jobs: scheduled before independent short jobs so that both cores stay busy to the end
+    priority: 5
     resources:
         gpu=GPU,
     log:

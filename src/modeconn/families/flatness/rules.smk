@@ -23,6 +23,8 @@ rule curvature:
     conda:
         ENV
     threads: 1
+    # the longest single jobs; starting them early keeps the run's tail short
+    priority: 3
     resources:
         gpu=GPU,
     log:

@@ -34,6 +34,8 @@ rule lottery_level:
     # one thread: the spawn-step jobs of the instability family run beside the chain on the second
     # core (two threads on a busy machine were several times slower)
     threads: 1
+    # each level waits for the previous one: the longest chain of the DAG
+    priority: 5
     resources:
         gpu=GPU,
     log:

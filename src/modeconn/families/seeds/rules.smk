@@ -30,6 +30,8 @@ rule train_seeds:
     conda:
         ENV
     threads: 2
+    # almost every job waits for the seeds
+    priority: 10
     resources:
         gpu=GPU,
     log:

@@ -25,7 +25,9 @@ rule simplex_grow:
         out_dir=output_dir,
     conda:
         ENV
-    threads: 2
+    threads: 1
+    # starts a chain of jobs: scheduled before independent short jobs so that both cores stay busy to the end
+    priority: 5
     resources:
         gpu=GPU,
     log:
