@@ -76,3 +76,13 @@ def member_module(skeleton: nn.Module, params: dict, buffers: dict, i: int) -> n
 
 def clone(d: dict) -> dict:
     return {k: v.detach().clone() for k, v in d.items()}
+
+
+# The longest file first: the smoke workflow (tests/test_workflow.py, minutes, mostly waiting on
+# its jobs) then runs on one pytest worker while the other works through the unit tests, instead
+# of starting when they are done (pyproject.toml runs two workers, one file per worker).
+FIRST = ("test_workflow.py",)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name not in FIRST)  # stable: the rest keep their order

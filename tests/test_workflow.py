@@ -155,14 +155,19 @@ def test_mlflow_records_every_job(work):
 
 
 def running_training(work: Path) -> bool:
-    """Whether a train_seeds job of the workflow in `work` has an MLflow run in progress."""
-    try:
-        db = sqlite3.connect(f"file:{work / 'mlflow.db'}?mode=ro", uri=True, timeout=1)
-        rows = db.execute("select count(*) from runs r join tags t on t.run_uuid = r.run_uuid"
-                          " where r.status = 'RUNNING' and t.key = 'rule' and t.value = 'train_seeds'").fetchone()
-        return rows[0] > 0
-    except sqlite3.Error:  # not created yet, or locked by a writer
-        return False
+    """Whether a train_seeds job of the workflow in `work` is mid-training: its tracking journal
+    (journal.py) holds an epoch's metrics and no end. (The store lags the journal by up to a
+    second: a run it shows as RUNNING may have ended already.)"""
+    for journal in (work / ".modeconn/journal").glob("*.jsonl"):
+        try:
+            text = journal.read_text()
+        except OSError:  # drained and removed meanwhile
+            continue
+        records = [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]  # whole lines only
+        ops = [r["op"] for r in records]
+        if any(r["op"] == "start" and r["tags"].get("rule") == "train_seeds" for r in records) and "metrics" in ops and "end" not in ops:
+            return True
+    return False
 
 
 def test_killed_run_resumes_with_the_same_command(work, tmp_path):
