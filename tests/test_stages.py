@@ -215,3 +215,18 @@ def test_imported_sources_follow_the_package_imports():
     importers = [f for f in names() if f not in ("seeds", "rebasin")
                  and "families/seeds/stage.py" in imported_sources(f"families.{f}.stage")]
     assert importers == []
+
+
+@pytest.mark.parametrize("body, code, out, err", [
+    ("print('written'); return 3", 3, "written\n", ""),
+    ("raise RuntimeError('boom')", 1, "", "RuntimeError: boom"),
+    ("import sys; sys.exit('usage: bad')", 1, "", "usage: bad"),
+    ("import sys; sys.exit(None)", 0, "", ""),
+])
+def test_console_entry_exits_with_mains_code_and_flushed_streams(body, code, out, err):
+    """`modeconn` skips the interpreter's teardown (os._exit) but keeps what Python's own exit
+    would give: the exit code, everything printed, the traceback of an uncaught error."""
+    script = "from modeconn import cli\ndef fake():\n    " + body + "\ncli.main = fake\ncli.entry()\n"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == code and proc.stdout == out and err in proc.stderr
+    assert ("Traceback" in proc.stderr) == (code == 1 and "boom" in err)
