@@ -3,21 +3,25 @@
 What is measured (all through modeconn's public functions, nothing re-implemented):
 
 1. Training throughput of `modeconn.train.train_population` (Adam, batch 128, constant lr):
-   - sequential: K = 1, trained K_max times one after another (K_max = the largest --ks);
+   - plain loop: K_max networks (K_max = the largest --ks) trained one after another the way a
+                 researcher writes it without modeconn (nn.Module, torch.optim.Adam, batches
+                 indexed from tensors resident on the device): the baseline of the speed-ups;
+   - sequential: K = 1 with train_population, K_max times one after another;
    - batched:    each K in --ks (default 8 and 32) trained as one population.
    Each run trains for --warmup + --iters iterations; only the last --iters are timed (the clock
    starts in an `on_checkpoint` callback at step --warmup and stops after the call returns, with
    `torch.cuda.synchronize` on a GPU). Reported: iterations/s of the loop, members*iterations/s,
-   training examples/s (= members*iterations/s * batch) and the speed-up of each population over
-   the sequential baseline (ratio of members*iterations/s).
+   training examples/s (= members*iterations/s * batch) and the speed-up of each row over the
+   plain loop (ratio of members*iterations/s).
 
 2. Path-evaluation cost of `modeconn.core.population.evaluate`: a 25-point linear path between two
    networks (`core.paths.alphas` + `core.paths.linear_coefficients` + `core.params.combine`)
    against a single network, on an evaluation split of --eval-examples examples (default 10,000),
    with the default evaluation batch size (2000). Reported: wall time (median of --repeats calls
    after one untimed call), time per point, and the ratio (25-point cost / 1-model cost); 25 would
-   mean no gain from batching the points. For reference the same 25 points are also evaluated with
-   `member_chunk=1` (one point at a time, same function).
+   mean no gain from batching the points. The default member chunk is chosen from the device and
+   the sizes (`population.members_at_once`); for reference the same 25 points are also evaluated
+   all in one vmap call and with `member_chunk=1` (one point at a time, same function).
 
 Data are synthetic random tensors of the real shapes (timing does not depend on the values):
 MNIST-1D-shaped [N, 1, 40] with 10 classes for the default MLP (depth 2, width 256), or
@@ -134,11 +138,39 @@ def time_training(setup: Setup, k: int, first_seed: int, x: torch.Tensor, y: tor
     return time.perf_counter() - start[0]
 
 
+def time_plain_loop(setup: Setup, seed: int, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
+    """Seconds for the last `setup.iters` iterations of one network trained the way a researcher
+    writes it without modeconn: an nn.Module, torch.optim.Adam, batches indexed from tensors
+    resident on the device (no DataLoader), a fresh permutation each epoch."""
+    torch.manual_seed(seed)
+    model = build_model(setup.model, setup.input_shape, NUM_CLASSES).to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=TrainConfig().lr)
+    n, b = x.shape[0], setup.batch_size
+    order, at, t0 = torch.randperm(n, device=device), 0, None
+    for step in range(setup.warmup + setup.iters):
+        if step == setup.warmup:
+            sync(device)
+            t0 = time.perf_counter()
+        if at + b > n:
+            order, at = torch.randperm(n, device=device), 0
+        idx = order[at : at + b]
+        at += b
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    sync(device)
+    return time.perf_counter() - t0
+
+
 def bench_training(setup: Setup, device: torch.device) -> list[dict]:
     x, y = synthetic(setup.train_examples, setup.input_shape, device, seed=0)
     k_max = max(setup.ks)
     rows = []
-    # Sequential baseline: K_max separate runs with one member each.
+    # Baseline: K_max networks trained one after another by a plain PyTorch loop.
+    seconds = sum(time_plain_loop(setup, s, x, y, device) for s in range(k_max))
+    rows.append(dict(label=f"plain PyTorch loop x{k_max}", members=k_max, seconds=seconds, loop_iters=k_max * setup.iters))
+    # modeconn with one member per run, K_max runs: the population code's own per-step cost.
     seconds = sum(time_training(setup, 1, s, x, y, device) for s in range(k_max))
     rows.append(dict(label=f"K=1 x{k_max} sequential", members=k_max, seconds=seconds, loop_iters=k_max * setup.iters))
     for k in setup.ks:
@@ -182,11 +214,16 @@ def bench_path(setup: Setup, device: torch.device) -> dict:
     one_params, one_buffers = P.select(anchors, slice(0, 1)), P.select(anchor_buffers, slice(0, 1))
     one = median_time(lambda: population.evaluate(model, one_params, one_buffers, x, y, batch), setup.repeats, device)
     many = median_time(lambda: population.evaluate(model, path_params, path_buffers, x, y, batch), setup.repeats, device)
+    chunk = population.members_at_once(model, path_params, path_buffers, x, batch)
+    # Reference: every point in one vmap call (what member_chunk=0 meant before it was chosen from the device).
+    at_once = median_time(
+        lambda: population.evaluate(model, path_params, path_buffers, x, y, batch, member_chunk=setup.points), setup.repeats, device
+    )
     # Reference: the same call with member_chunk=1, i.e. the points evaluated one after another.
     one_by_one = median_time(
         lambda: population.evaluate(model, path_params, path_buffers, x, y, batch, member_chunk=1), setup.repeats, device
     )
-    return dict(one=one, many=many, one_by_one=one_by_one, combine=combine_s, batch=batch)
+    return dict(one=one, many=many, chunk=chunk, at_once=at_once, one_by_one=one_by_one, combine=combine_s, batch=batch)
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -214,16 +251,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    began = time.perf_counter()
+def configure(args: argparse.Namespace) -> tuple[Setup, torch.device]:
+    """The run's settings and device from the parsed options."""
     try:
         device = Job(device=args.device, threads=args.threads).setup()
     except RuntimeError as err:  # --device cuda without a GPU
         raise SystemExit(f"bench_population: {err}") from None
     shape, n_train, n_eval, iters, warmup = (QUICK if args.quick else DEFAULTS)[args.model]
     ks = args.ks or [8, 32]
-    setup = Setup(
+    return Setup(
         model=ModelConfig(name=args.model),  # mlp: depth 2, width 256; resnet20: width x1, no norm
         input_shape=shape,
         train_examples=args.train_examples or n_train,
@@ -234,8 +270,13 @@ def main(argv=None) -> None:
         ks=tuple(ks),
         points=args.points,
         repeats=args.repeats,
-    )
+    ), device
 
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    began = time.perf_counter()
+    setup, device = configure(args)
     load = f" | load avg {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
     print(f"torch {torch.__version__} | device {device} ({device_name(device)}) | threads {torch.get_num_threads()}"
           f" | python {platform.python_version()}{load}")
@@ -260,7 +301,8 @@ def main(argv=None) -> None:
               f"median of {setup.repeats}); building the {setup.points}-point path with combine: "
               f"{res['combine'] * 1e3:.1f} ms")
         cases = [("1 model", 1, res["one"]),
-                 (f"{setup.points}-point path, batched", setup.points, res["many"]),
+                 (f"{setup.points}-point path, default (chunk {res['chunk']} here)", setup.points, res["many"]),
+                 (f"{setup.points}-point path, all at once", setup.points, res["at_once"]),
                  (f"{setup.points}-point path, member_chunk=1", setup.points, res["one_by_one"])]
         print(table(
             ["evaluate", "wall ms", "ms/point", "points*examples/s", "cost / 1 model"],

@@ -5,9 +5,13 @@ Python, the CLI, the family's stage or report module and what they import (torch
 matplotlib/seaborn...). This script starts, for a representative command of each kind of job, a
 fresh interpreter that does exactly the imports that job does before its first useful work
 (parse the CLI, build the parser, import the family module the command calls), under
-`python -X importtime`, and prints the wall time and the cumulative import time of the heavy
-top-level packages. Medians over --repeats runs, interleaved (kinds in turn), so machine load
-affects all alike. It prints numbers and asserts nothing.
+and prints its wall time, and the cumulative import time of the heavy top-level packages from a
+second run under `python -X importtime` (which itself adds a few tenths of a second). For jobs that log to MLflow it also times the same process opening and closing
+its run in a SQLite store (one param, one metric): directly (a job run by hand, `dvc repro`) and
+through the tracking journal (journal.py; every job under Snakemake), whose drainer works in its
+own process, off the job's clock. Each process ends as the `modeconn` command does (os._exit,
+no interpreter teardown). Medians over --repeats runs, interleaved (kinds in turn), so
+machine load affects all alike. It prints numbers and asserts nothing.
 
     python benchmarks/bench_startup.py              # 5 repeats
     python benchmarks/bench_startup.py --repeats 3
@@ -16,40 +20,60 @@ affects all alike. It prints numbers and asserts nothing.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-# kind of job -> (example command, the module its function imports before working)
+from modeconn.config import TrackingConfig
+from modeconn.journal import JOURNAL_ENV, Drainer
+from modeconn.tracking import init_store
+
+# kind of job -> (example command, the module its function imports before working, whether it logs to MLflow)
 KINDS = {
-    "train (train-seeds)": ("train-seeds", "modeconn.families.seeds.stage"),
-    "fork/level (lottery-level)": ("lottery-level", "modeconn.families.lottery.stage"),
-    "evaluation (interpolate)": ("interpolate", "modeconn.families.seeds.stage"),
-    "curvature (curvature)": ("curvature", "modeconn.families.flatness.stage"),
-    "report (report-seeds)": ("report-seeds", "modeconn.families.seeds.report"),
-    "tracking only (init-tracking)": ("init-tracking", "mlflow.tracking"),
+    "train (train-seeds)": ("train-seeds", "modeconn.families.seeds.stage", True),
+    "fork/level (lottery-level)": ("lottery-level", "modeconn.families.lottery.stage", True),
+    "evaluation (interpolate)": ("interpolate", "modeconn.families.seeds.stage", True),
+    "curvature (curvature)": ("curvature", "modeconn.families.flatness.stage", True),
+    "report (report-seeds)": ("report-seeds", "modeconn.families.seeds.report", False),
 }
 HEAVY = ("torch", "mlflow", "pandas", "numpy", "scipy", "matplotlib", "seaborn", "safetensors", "jsonschema", "yaml", "sqlalchemy")
 
 SNIPPET = """
-import sys
+import os, sys, time
 from modeconn import cli
 parser = cli.parser()
 import importlib
 importlib.import_module(sys.argv[1])
+if len(sys.argv) > 2:  # open and close the job's MLflow run, as every job of a workflow does
+    from modeconn.config import TrackingConfig
+    from modeconn.tracking import job
+    with job(TrackingConfig(uri=sys.argv[2], experiment="bench"), "bench", {"a": 1}, {"rule": "bench"}) as run:
+        run.metrics({"x": 1.0})
+sys.stdout.flush()
+os._exit(0)  # as the `modeconn` command ends (cli.entry: no interpreter teardown)
 """
 
 
-def one_run(module: str) -> tuple[float, dict[str, float]]:
-    """Wall seconds of a fresh interpreter doing the job's imports, and seconds per heavy package."""
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+def one_run(module: str, store: str | None = None, journal: str | None = None) -> tuple[float, dict[str, float]]:
+    """Wall seconds of a fresh interpreter doing the job's imports (and, with `store`, opening and
+    closing its MLflow run there: directly, or through `journal` as under the workflow), and
+    seconds per heavy package."""
+    env = {k: v for k, v in os.environ.items() if k != JOURNAL_ENV} | {"MLFLOW_DISABLE_TELEMETRY": "true"}
+    if journal:
+        env[JOURNAL_ENV] = journal
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", SNIPPET, module], env=env,
-                          capture_output=True, text=True, check=True)
+    subprocess.run([sys.executable, "-c", SNIPPET, module, *([store] if store else [])], env=env, capture_output=True, check=True)
     wall = time.perf_counter() - start
+    if store:
+        return wall, {}
+    # the breakdown from a second run: -X importtime itself adds a few tenths of a second
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", SNIPPET, module], env=env, capture_output=True, text=True, check=True)
     cumulative: dict[str, float] = {}
     for line in proc.stderr.splitlines():
         m = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\s*)(\S+)", line)
@@ -62,30 +86,52 @@ def one_run(module: str) -> tuple[float, dict[str, float]]:
     return wall, cumulative
 
 
+def measure(repeats: int) -> dict:
+    """Medians over `repeats` interleaved rounds: per kind of job, seconds to first work (imports),
+    the same plus the job's MLflow run opened directly in a SQLite store and through the journal
+    (jobs that log), and seconds per heavy import."""
+    variants = ("imports", "direct", "journal")
+    walls = {k: {v: [] for v in variants} for k in KINDS}
+    parts: dict[str, dict[str, list[float]]] = {k: {} for k in KINDS}
+    bare = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        init_store(TrackingConfig(uri=store, experiment="bench"))  # as the workflow's onstart does
+        journal = Path(tmp) / "journal"
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+            bare.append(time.perf_counter() - start)
+            for kind, (_, module, logs) in KINDS.items():
+                wall, cum = one_run(module)
+                walls[kind]["imports"].append(wall)
+                for pkg, sec in cum.items():
+                    parts[kind].setdefault(pkg, []).append(sec)
+                if logs:
+                    walls[kind]["direct"].append(one_run(module, store)[0])
+                    walls[kind]["journal"].append(one_run(module, store, str(journal))[0])
+                    Drainer(journal).drain()  # the drainer's work happens in its own process, off the job's clock
+    med = lambda v: statistics.median(v) if v else float("nan")  # noqa: E731
+    return {"bare": med(bare), "walls": {k: {v: med(x) for v, x in w.items()} for k, w in walls.items()},
+            "heavy": {k: {p: med(v) for p, v in d.items()} for k, d in parts.items()}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    walls = {k: [] for k in KINDS}
-    parts: dict[str, dict[str, list[float]]] = {k: {} for k in KINDS}
-    bare = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "pass"], check=True)
-        bare.append(time.perf_counter() - start)
-        for kind, (_, module) in KINDS.items():
-            wall, cum = one_run(module)
-            walls[kind].append(wall)
-            for pkg, s in cum.items():
-                parts[kind].setdefault(pkg, []).append(s)
+    res = measure(args.repeats)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, 1-min load {load:.2f}, median of {args.repeats}")
-    print(f"bare interpreter start: {statistics.median(bare):.2f} s\n")
-    print(f"| kind of job | command | start to first work (s) | heavy imports (s, cumulative) |")
-    print("|---|---|---:|---|")
-    for kind, (command, _) in KINDS.items():
-        heavy = ", ".join(f"{p} {statistics.median(v):.2f}" for p, v in sorted(parts[kind].items(), key=lambda kv: -statistics.median(kv[1])) if statistics.median(v) >= 0.05)
-        print(f"| {kind} | `modeconn {command}` | {statistics.median(walls[kind]):.2f} | {heavy} |")
+    print(f"bare interpreter start: {res['bare']:.2f} s\n")
+    print("| kind of job | command | to first work: imports (s) | + MLflow run, direct (s) | + MLflow run, journal (s) | heavy imports (s, cumulative) |")
+    print("|---|---|---:|---:|---:|---|")
+    for kind, (command, _, _) in KINDS.items():
+        w = res["walls"][kind]
+        heavy = ", ".join(f"{p} {v:.2f}" for p, v in sorted(res["heavy"][kind].items(), key=lambda kv: -kv[1]) if v >= 0.05)
+        cell = lambda v: "—" if v != v else f"{v:.2f}"  # noqa: E731
+        print(f"| {kind} | `modeconn {command}` | {w['imports']:.2f} | {cell(w['direct'])} | {cell(w['journal'])} | {heavy} |")
 
 
 if __name__ == "__main__":
