@@ -38,6 +38,8 @@ rule fork_instability:
         ENV
     # one thread: this small population gains little from a second one, and two jobs then run side by side
     threads: 1
+    # feeds the instability curvature job
+    priority: 4
     resources:
         gpu=GPU,
     log:

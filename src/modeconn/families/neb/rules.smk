@@ -25,6 +25,8 @@ rule neb_connect:
     conda:
         ENV
     threads: 1
+    # feeds a curvature job of 30 networks (the run's longest): done early, that job does not end the run alone
+    priority: 4
     resources:
         gpu=GPU,
     log:

@@ -37,6 +37,8 @@ rule match_rebasin:
     # one thread: these small per-layer operations run several times faster single-threaded on
     # a shared machine, and two jobs then run side by side
     threads: 1
+    # feeds a curvature job of 30 networks (the run's longest): done early, that job does not end the run alone
+    priority: 4
     resources:
         gpu=GPU,
     log:
