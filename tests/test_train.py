@@ -506,3 +506,26 @@ def test_progress_lines_in_a_log(capsys, monkeypatch, every_s, epochs):
     assert [int(line.split()[1].split("/")[0]) for line in lines] == epochs
     assert lines[0].startswith("epoch 1/3  step 6/18  train loss ") and " it/s  ETA " in lines[0]
     assert lines[-1].startswith("epoch 3/3  step 18/18") and lines[-1].endswith("ETA 0m00s")
+
+
+@pytest.mark.parametrize("name, kwargs", [("sgd", {}), ("sgd", {"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}),
+                                          ("adam", {"weight_decay": 1e-4}), ("adamw", {"weight_decay": 1e-2})])
+def test_multi_tensor_optimizers_equal_the_per_tensor_loop_bit_for_bit(name, kwargs):
+    """make_optimizer uses torch's foreach implementation on every device; on a CPU it must give
+    exactly what the per-tensor loop (torch's CPU default) gives, so results do not depend on it."""
+    runs = []
+    for foreach in (True, False):
+        g = torch.Generator().manual_seed(0)
+        tensors = [torch.randn(4, 32, 8, generator=g).requires_grad_(), torch.randn(4, 32, generator=g).requires_grad_()]
+        opt = make_optimizer(name, tensors, 0.05, **kwargs)
+        assert all(group["foreach"] for group in opt.param_groups)
+        if not foreach:
+            for group in opt.param_groups:
+                group["foreach"] = False
+        for _ in range(50):
+            for t in tensors:
+                t.grad = torch.randn(t.shape, generator=g)
+            opt.step()
+        runs.append([t.detach() for t in tensors])
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+    assert not torch.equal(runs[0][0], torch.randn(4, 32, 8, generator=torch.Generator().manual_seed(0)))  # it did move
