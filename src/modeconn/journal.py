@@ -36,7 +36,6 @@ from .recovery import owner_id, process_alive
 JOURNAL_ENV = "MODECONN_TRACKING_JOURNAL"
 SUFFIX = ".jsonl"
 POLL_S = 0.5
-MAX_METRICS, MAX_PARAMS = 1000, 100  # MLflow's log_batch limits
 
 
 def now_ms() -> int:
@@ -56,7 +55,7 @@ class JournalWriter:
         self.artifacts = self.path.with_suffix(".artifacts")
         self._file = open(self.path, "a", encoding="utf-8")
         self._ids = itertools.count()
-        # tags: of every run of the job (commit, owner process); the drainer adds them
+        # tags: of every run of the job (its commit); the drainer adds them, and the owner tags from host and owner
         self.write({"op": "job", "uri": uri, "experiment": experiment, "tags": tags, "host": socket.gethostname(), "owner": owner_id()})
 
     def new_run(self) -> str:
@@ -164,7 +163,7 @@ class Drainer:
     def drain(self) -> int:
         """One pass over every journal file; returns how many records it wrote."""
         written = 0
-        for journal in sorted(self.folder.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime if p.exists() else 0):
+        for journal in sorted(self.folder.glob(f"*{SUFFIX}")):  # files are independent: any order will do
             lock = journal.with_suffix(".lock")
             try:
                 handle = open(lock, "a")
@@ -208,23 +207,24 @@ class Drainer:
             state.header = records[0]
             records = records[1:]
         client = self._client(state.header["uri"])
+        job_tags = {**state.header["tags"], tracking.OWNER_HOST: state.header["host"], tracking.OWNER_PID: state.header["owner"]}
         metrics: dict[str, list] = {}
         params: dict[str, list] = {}
 
         def flush() -> None:
             for run, batch in metrics.items():
-                for i in range(0, len(batch), MAX_METRICS):
-                    tracking._retry(lambda: client.log_batch(run, metrics=batch[i : i + MAX_METRICS]))
+                for i in range(0, len(batch), tracking.MAX_METRICS):
+                    tracking._retry(lambda: client.log_batch(run, metrics=batch[i : i + tracking.MAX_METRICS]))
             for run, batch in params.items():
-                for i in range(0, len(batch), MAX_PARAMS):
-                    tracking._retry(lambda: client.log_batch(run, params=batch[i : i + MAX_PARAMS]))
+                for i in range(0, len(batch), tracking.MAX_PARAMS):
+                    tracking._retry(lambda: client.log_batch(run, params=batch[i : i + tracking.MAX_PARAMS]))
             metrics.clear()
             params.clear()
 
         for rec in records:
             op = rec["op"]
             if op == "start":
-                tags = {**state.header["tags"], **rec["tags"]}
+                tags = {**job_tags, **rec["tags"]}
                 if rec["parent"] is not None:
                     tags["mlflow.parentRunId"] = state.runs[rec["parent"]]
                 run = tracking._retry(lambda: client.create_run(self._experiment(state.header), start_time=rec["time"], run_name=rec["name"], tags=tags))
@@ -249,11 +249,11 @@ class Drainer:
         from . import tracking
 
         client = self._client(state.header["uri"])
-        for run in list(state.open):
+        killed, state.open = state.open, []
+        for run in killed:
             tracking._retry(lambda: client.set_terminated(state.runs[run], status="KILLED"))
-            state.open.remove(run)
-        if state.open == [] and state.runs:
-            print(f"modeconn: the job {state.header['owner']} died; its MLflow runs are marked KILLED", flush=True)
+        if killed:
+            print(f"modeconn: the job {state.header['owner']} died; its {len(killed)} open MLflow run(s) are marked KILLED", flush=True)
 
     @staticmethod
     def _remove(journal: Path) -> None:
@@ -275,12 +275,17 @@ def follow(folder: Path, owner: str, stop: Path) -> None:
 # ----------------------------------------------------------------------------- the workflow's side
 
 
+def _stop_file(folder: Path) -> Path:
+    """The file that tells the drainer of this workflow process to finish."""
+    return folder / f"stop-{os.getpid()}"
+
+
 def start_drainer(folder: Path, log: Path, params: str) -> subprocess.Popen:
     """Start `modeconn drain-journal` for this process (the workflow) in the background and point
     the jobs it starts at `folder` (the environment they inherit)."""
     folder.mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
-    stop = folder / f"stop-{os.getpid()}"
+    stop = _stop_file(folder)
     stop.unlink(missing_ok=True)
     with open(log, "a") as out:
         proc = subprocess.Popen(["modeconn", "drain-journal", "--params", params, "--folder", str(folder), "--owner", owner_id(), "--stop", str(stop)],
@@ -291,7 +296,7 @@ def start_drainer(folder: Path, log: Path, params: str) -> subprocess.Popen:
 
 def stop_drainer(proc: subprocess.Popen, folder: Path, log: Path, timeout_s: float = 600) -> None:
     """Let the drainer write what is left and wait for it; a failure names its log."""
-    stop = folder / f"stop-{os.getpid()}"
+    stop = _stop_file(folder)
     stop.touch()
     try:
         code = proc.wait(timeout=timeout_s)

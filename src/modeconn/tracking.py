@@ -25,6 +25,7 @@ from .recovery import owner_id, process_alive
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 BUSY_TIMEOUT_S = 30
+MAX_METRICS, MAX_PARAMS = 1000, 100  # MLflow's log_batch limits
 OWNER_HOST, OWNER_PID = "modeconn.host", "modeconn.pid"  # tags of every run (see end_dead_runs)
 
 
@@ -191,8 +192,9 @@ def end_dead_runs(client, experiment_id: str) -> int:
 class Recorder:
     """One MLflow run; the few calls jobs make. A disabled recorder (no client) does nothing."""
 
-    def __init__(self, client=None, run_id: str | None = None, experiment_id: str | None = None):
+    def __init__(self, client=None, run_id: str | None = None, experiment_id: str | None = None, job_tags: dict[str, str] | None = None):
         self._client, self.run_id, self._experiment_id = client, run_id, experiment_id
+        self._job_tags = job_tags or {}  # of every run of the job (commit, owner process): computed once
         self._open: list[Recorder] = []  # child runs, ended with this one if still open
         self._closed = False
 
@@ -215,8 +217,8 @@ class Recorder:
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:6000]) for k, v in values.items()]
-        for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
-            _retry(lambda: self._client.log_batch(self.run_id, params=items[i : i + 100]))
+        for i in range(0, len(items), MAX_PARAMS):
+            _retry(lambda: self._client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS]))
 
     def artifact(self, path: str | Path) -> None:
         if self.enabled and Path(path).exists():
@@ -226,9 +228,9 @@ class Recorder:
         """A nested run (e.g. one member of a population) under this one; close it with `close`."""
         if not self.enabled:
             return self
-        tags = {"mlflow.parentRunId": self.run_id, "git_commit": git_commit(), **owner_tags(), **(tags or {})}
+        tags = {"mlflow.parentRunId": self.run_id, **self._job_tags, **(tags or {})}
         run = _retry(lambda: self._client.create_run(self._experiment_id, run_name=name, tags=tags))
-        child = Recorder(self._client, run.info.run_id, self._experiment_id)
+        child = Recorder(self._client, run.info.run_id, self._experiment_id, self._job_tags)
         child.params(params or {})
         self._open.append(child)
         return child
@@ -245,15 +247,16 @@ class Recorder:
 def _open_run(cfg: TrackingConfig, name: str, tags: dict[str, str]) -> "Recorder | JournalRecorder":
     """The run of one job: in the store, or, under a workflow that drains a journal (journal.py),
     as records in the job's journal file (no MLflow import, no store opened in this process)."""
-    tags = {"git_commit": git_commit(), **tags}
+    commit = {"git_commit": git_commit()}
     journal = os.environ.get(JOURNAL_ENV)
     if journal and not is_server(cfg.uri):
-        writer = JournalWriter(Path(journal), cfg.uri, cfg.experiment, {"git_commit": tags["git_commit"], **owner_tags()})
-        return JournalRecorder.start(writer, name, tags)
+        # the drainer adds the owner tags from the journal's header (the job's host and process)
+        return JournalRecorder.start(JournalWriter(Path(journal), cfg.uri, cfg.experiment, commit), name, tags)
+    job_tags = {**commit, **owner_tags()}
     client = _client(cfg)
     experiment = _experiment_id(client, cfg.experiment)
-    run = _retry(lambda: client.create_run(experiment, run_name=name, tags={**tags, **owner_tags()}))
-    return Recorder(client, run.info.run_id, experiment)
+    run = _retry(lambda: client.create_run(experiment, run_name=name, tags={**job_tags, **tags}))
+    return Recorder(client, run.info.run_id, experiment, job_tags)
 
 
 @contextlib.contextmanager

@@ -136,12 +136,11 @@ def probabilities(cfg: Config, model, params: dict, buffers: dict, x: torch.Tens
     """Softmax outputs [P, N, C] of P stacked networks on x, in eval mode, in evaluation batches."""
     out = []
     ev = cfg.evaluation
+    parts = chunks(next(iter(params.values())).shape[0], members_at_once(model, params, buffers, x, ev.batch_size, ev.member_chunk))
     with mode(model, training=False):
         for start in range(0, x.shape[0], ev.batch_size):
             xb = x[start : start + ev.batch_size]
-            at_once = members_at_once(model, params, buffers, xb, xb.shape[0], ev.member_chunk)
-            out.append(torch.cat([forward(model, select(params, part), select(buffers, part), xb).softmax(-1)
-                                  for part in chunks(next(iter(params.values())).shape[0], at_once)], 0))
+            out.append(torch.cat([forward(model, select(params, part), select(buffers, part), xb).softmax(-1) for part in parts], 0))
     return torch.cat(out, 1)
 
 
