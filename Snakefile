@@ -50,14 +50,20 @@ onstart:
     # (journal.py): opening the store would cost every job about 2 s.
     if JOURNAL:
         DRAINER.append(journal.start_drainer(JOURNAL, Path(in_logs("tracking-journal.log")), params_json()))
+    # Jobs run on this machine start as forks of one process that has done their imports
+    # (forkserver.py): importing torch, pandas, scipy and seaborn would cost every job 1-2 s.
+    if workflow.local_exec and not workflow.deployment_settings.deployment_method:
+        FORK_SERVER.append(forkserver.start(in_logs("fork-server.log")))
 
 
 onsuccess:
+    stop_fork_server()
     stop_journal()
     recovery.release()
 
 
 onerror:
+    stop_fork_server()
     stop_journal()
     recovery.release()
 

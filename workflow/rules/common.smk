@@ -9,7 +9,7 @@ from modeconn.config import Config, ConfigError, check
 from modeconn.families import registry
 from modeconn.models import width_key
 from modeconn.provenance import imported_sources, source_hash
-from modeconn import journal, recovery
+from modeconn import forkserver, journal, recovery
 
 try:
     CFG = Config.from_dict(config, source="params.yaml (+ --configfile)")
@@ -37,6 +37,15 @@ DRAINER = []
 def stop_journal():
     if DRAINER:
         journal.stop_drainer(DRAINER.pop(), JOURNAL, Path(in_logs("tracking-journal.log")))
+
+
+# The fork server the jobs start from (forkserver.py), once started (onstart).
+FORK_SERVER = []
+
+
+def stop_fork_server():
+    if FORK_SERVER:
+        forkserver.stop(FORK_SERVER.pop())
 
 
 # Every path of the run derives from run.results / run.reports / its logs folder (run section of
