@@ -29,12 +29,12 @@ rule lottery_level:
         previous=lambda w, input: f"--previous {input.previous[0]}" if input.previous else "",
     conda:
         ENV
-    # the chain of levels is the critical path of both families: start it first
-    priority: 1
     # one thread: the spawn-step jobs of the instability family run beside the chain on the second
     # core (two threads on a busy machine were several times slower)
     threads: 1
-    # each level waits for the previous one: the longest chain of the DAG
+    # each level waits for the previous one: the longest chain of the DAG, so it starts first. (One
+    # `priority:` only: of two, Snakemake keeps the first, and a leftover `priority: 1` here held
+    # level 1 back until the curvature jobs were done, leaving one core idle at the end.)
     priority: 5
     resources:
         gpu=GPU,
