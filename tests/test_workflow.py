@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from modeconn import forkserver
 from modeconn.families import get, names
 
-from conftest import SMOKE_REPORTS, SMOKE_RESULTS
+from conftest import SMOKE_LOGS, SMOKE_REPORTS, SMOKE_RESULTS
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "tests/example_family"
@@ -196,6 +197,18 @@ def test_killed_run_resumes_with_the_same_command(work, tmp_path):
     db = sqlite3.connect(copy / "mlflow.db")
     statuses = {s for (s,) in db.execute("select status from runs")}
     assert "RUNNING" not in statuses and "KILLED" in statuses, statuses
+
+
+@pytest.mark.skipif(not forkserver.available(), reason="the fork server needs Linux")
+def test_jobs_start_from_the_fork_server(work):
+    """Under a local run every job is a child of the fork server (forkserver.py), which ends with
+    the run: each child it started ended (the log holds its exit status), none was left running."""
+    lines = (work / SMOKE_LOGS / "fork-server.log").read_text().splitlines()
+    started = [line.split()[3] for line in lines if ": modeconn " in line]
+    exited = [line.split()[3] for line in lines if ": exit status " in line]
+    assert {"train-seeds", "interpolate", "report-seeds", "curvature", "report-readme"} <= {line.split()[5] for line in lines if ": modeconn " in line}
+    assert sorted(started) == sorted(exited)
+    assert lines[-1].endswith("stopped (0 jobs still running were killed)")
 
 
 def test_second_run_has_nothing_to_do(work):

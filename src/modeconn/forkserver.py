@@ -2,9 +2,10 @@
 
 Each Snakemake job is a fresh `modeconn <command>` process, and on a 2-core machine importing
 Python, torch, pandas, scipy, matplotlib and seaborn takes 1.3-2 s of it, before any work: about
-a quarter of the default run. Under a local Snakemake run one server process (`modeconn
-fork-server`, started in the Snakefile's `onstart`, stopped in `onsuccess`/`onerror`) imports the
-package and everything its commands import, once. A job's `modeconn` command is then a thin
+a quarter of the default run. Under a local Snakemake run one server process (`python -m
+modeconn.forkserver SOCKET`, started in the Snakefile's `onstart`, stopped in `onsuccess` and
+`onerror`, logging to logs/fork-server.log) imports the package and everything its commands
+import, once. A job's `modeconn` command is then a thin
 client (this module's `entry`, importing the standard library only): it sends the server its
 arguments, working directory, environment, umask and its standard input, output and error (file
 descriptors, over a Unix socket); the server forks; the child takes them on and runs the command
@@ -76,7 +77,17 @@ def entry() -> None:
 
 def _through_server(address: str, argv: list[str]) -> int | None:
     """Run the command in a child of the server; its wait status, or None if nothing ran there."""
+    pending: list[int] = []  # signals that came before the child existed
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    def relay(signum, frame):
+        if not started:
+            pending.append(signum)
+        else:
+            _send_quietly(sock, b"K" + _INT.pack(signum))
+
+    started = False
+    before = {s: signal.signal(s, relay) for s in _RELAYED}
     try:
         sock.connect(address)
         umask = os.umask(0)
@@ -85,15 +96,19 @@ def _through_server(address: str, argv: list[str]) -> int | None:
                               "prefix": sys.prefix}).encode()
         socket.send_fds(sock, [_INT.pack(len(request))], [_usable(fd) for fd in (0, 1, 2)])
         sock.sendall(request)
-        started = _read(sock, 1 + _INT.size)
+        reply = _read(sock, 1 + _INT.size)
     except OSError:
-        started = b""
-    if len(started) < 1 + _INT.size or started[:1] != b"S":
+        reply = b""
+    if len(reply) < 1 + _INT.size or reply[:1] != b"S":
         sock.close()
-        return None  # refused, or no server: nothing ran
-    relay = lambda signum, frame: _send_quietly(sock, b"K" + _INT.pack(signum))  # noqa: E731
-    for s in _RELAYED:
-        signal.signal(s, relay)
+        for s, handler in before.items():  # nothing ran: this process runs the command, as it would have
+            signal.signal(s, handler)
+        for s in pending:
+            signal.raise_signal(s)
+        return None
+    started = True
+    for s in pending:
+        relay(s, None)
     reply = _read(sock, 1 + _INT.size)
     if len(reply) < 1 + _INT.size or reply[:1] != b"E":
         print(f"modeconn: the fork server ({address}) ended while it ran `modeconn {' '.join(argv)}`", file=sys.stderr)
@@ -231,9 +246,13 @@ def _accept(listener: socket.socket, sel, jobs: dict, log) -> None:
         return
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # or the child would write the server's buffered lines again
+    # The child must not run the server's handlers (SIGTERM stops the server): signals wait, blocked,
+    # until it has the default ones.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _RELAYED)
     pid = os.fork()
     if pid == 0:
-        _child(request, fds, [listener, conn, *jobs], [pidfd for _, pidfd in jobs.values()])
+        _child(request, fds, [listener, conn, *jobs], [pidfd for _, pidfd in jobs.values()], blocked)
+    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     for fd in fds:
         os.close(fd)
     conn.settimeout(None)
@@ -288,10 +307,14 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
-def _child(request: dict, fds: list[int], sockets: list[socket.socket], pidfds: list[int]) -> None:
+def _child(request: dict, fds: list[int], sockets: list[socket.socket], pidfds: list[int], mask) -> None:
     """In the forked child: become the client's process, run the command, never return."""
     import ctypes
 
+    for s in _RELAYED:
+        signal.signal(s, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh interpreter
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     server = os.getppid()
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the server
     if os.getppid() != server:
@@ -307,9 +330,6 @@ def _child(request: dict, fds: list[int], sockets: list[socket.socket], pidfds: 
     os.environ.clear()
     os.environ.update(request["env"])
     os.umask(request["umask"])
-    for s in _RELAYED:
-        signal.signal(s, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh interpreter
     sys.argv = ["modeconn", *request["argv"]]
     from .cli import entry as run_here
 
