@@ -11,7 +11,13 @@ its run in a SQLite store (one param, one metric): directly (a job run by hand, 
 through the tracking journal (journal.py; every job under Snakemake), whose drainer works in its
 own process, off the job's clock. Each process ends as the `modeconn` command does (os._exit,
 no interpreter teardown). Medians over --repeats runs, interleaved (kinds in turn), so
-machine load affects all alike. It prints numbers and asserts nothing.
+machine load affects all alike.
+
+Then it times small real jobs of each kind (`served`: tiny MNIST-1D data and MLP, MLflow records
+through the journal, as under the workflow), each run as a fresh process and through the fork
+server that a local workflow starts (forkserver.py), whose children start with those imports
+done. The difference of the two is the fixed cost the server saves per job. It prints numbers and
+asserts nothing.
 
     python benchmarks/bench_startup.py              # 5 repeats
     python benchmarks/bench_startup.py --repeats 3
@@ -20,6 +26,7 @@ machine load affects all alike. It prints numbers and asserts nothing.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -117,6 +124,65 @@ def measure(repeats: int) -> dict:
             "heavy": {k: {p: med(v) for p, v in d.items()} for k, d in parts.items()}}
 
 
+# kind of job -> the arguments of a small real job of that kind ({tmp}: the benchmark's folder, {i}: the round)
+JOBS = {
+    "train (train-seeds)": "train-seeds --seeds 2 --data {tmp}/data.safetensors --out-dir {tmp}/train{i}",
+    "evaluation (interpolate)": "interpolate --data {tmp}/data.safetensors --a {tmp}/pop/seed0.safetensors "
+                                "--b {tmp}/pop/seed1.safetensors --out {tmp}/pair{i}.csv",
+    "curvature (curvature)": "curvature --data {tmp}/data.safetensors --minimum seeds={tmp}/pop/seed0.safetensors --out {tmp}/curv{i}.csv",
+    "report (report-seeds)": "report-seeds --out-dir {tmp}/report{i} {tmp}/pair.csv",
+}
+JOB_PARAMS = {
+    "data": {"name": "mnist1d", "num_samples": 500},
+    "model": {"name": "mlp", "depth": 1, "width": 16},
+    "train": {"duration": "1ep", "batch_size": 50},
+    "seeds": {"interpolation_points": 5},
+    "flatness": {"batch_size": 100, "batches": 1, "probes": 4, "probe_chunk": 4},
+}
+
+
+def served(repeats: int) -> dict:
+    """Medians over `repeats` interleaved rounds of the wall time of each small real job (`JOBS`),
+    as a fresh process ("alone") and through a fork server ("served"); MLflow through the journal."""
+    from modeconn import forkserver
+
+    walls = {k: {"alone": [], "served": []} for k in JOBS}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+        params = json.dumps({**JOB_PARAMS, "tracking": {"uri": store, "experiment": "bench"}})
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        init_store(TrackingConfig(uri=store, experiment="bench"))
+        journal = Path(tmp) / "journal"
+        base = {k: v for k, v in os.environ.items() if k != forkserver.ADDRESS_ENV} | {JOURNAL_ENV: str(journal), "MLFLOW_DISABLE_TELEMETRY": "true"}
+        modeconn = [str(Path(sys.executable).parent / "modeconn")]
+
+        def job(args: str, env: dict) -> float:
+            start = time.perf_counter()
+            subprocess.run([*modeconn, *args.split(), "--params", params, "--threads", "1"], env=env, capture_output=True, check=True)
+            return time.perf_counter() - start
+
+        job(f"prepare-data --out {tmp}/data.safetensors", base)
+        job(f"train-seeds --seeds 0 1 --data {tmp}/data.safetensors --out-dir {tmp}/pop", base)
+        job(JOBS["evaluation (interpolate)"].format(tmp=tmp, i=""), base)
+        address = str(Path(tmp) / "fork.sock")
+        server = subprocess.Popen([sys.executable, "-m", "modeconn.forkserver", address], env=base,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            while not os.path.exists(address):
+                if server.poll() is not None:
+                    raise RuntimeError("the fork server did not start")
+                time.sleep(0.05)
+            for i in range(repeats):
+                for kind, args in JOBS.items():
+                    for how, env in (("alone", base), ("served", base | {forkserver.ADDRESS_ENV: address})):
+                        walls[kind][how].append(job(args.format(tmp=tmp, i=f"{how}{i}"), env))
+                        Drainer(journal).drain()
+        finally:
+            server.terminate()
+            server.wait()
+    return {k: {how: statistics.median(v) for how, v in w.items()} for k, w in walls.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -132,6 +198,12 @@ def main() -> None:
         heavy = ", ".join(f"{p} {v:.2f}" for p, v in sorted(res["heavy"][kind].items(), key=lambda kv: -kv[1]) if v >= 0.05)
         cell = lambda v: "—" if v != v else f"{v:.2f}"  # noqa: E731
         print(f"| {kind} | `modeconn {command}` | {w['imports']:.2f} | {cell(w['direct'])} | {cell(w['journal'])} | {heavy} |")
+    jobs = served(args.repeats)
+    print("\nSmall real jobs (MLflow through the journal), a fresh process vs a child of the fork server:\n")
+    print("| kind of job | fresh process (s) | through the fork server (s) | saved per job (s) |")
+    print("|---|---:|---:|---:|")
+    for kind, w in jobs.items():
+        print(f"| {kind} | {w['alone']:.2f} | {w['served']:.2f} | {w['alone'] - w['served']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -179,6 +179,8 @@ def preload() -> list[str]:
         mod = importlib.import_module(f"{__package__}.{package}")
         names += [info.name for info in pkgutil.walk_packages(mod.__path__, mod.__name__ + ".")]
     names += [f"{__package__}.{m}" for m in ("consolidated", "data", "journal", "tracking", "figures")]
+    # torch.func.grad imports torch._dynamo at its first call (0.9 s): curvature and AutoNEB jobs
+    names.append("torch._dynamo")
     for name in names:
         importlib.import_module(name)
     return names
