@@ -150,3 +150,23 @@ def test_headline_shown_for_a_low_loss_simplex_whose_ensemble_beats_one_network(
     worse = report.headline(*_simplex(0.105, 0.89))
     assert worse.startswith("**Headline.** **Not shown.**") and "89.00% test accuracy against 90.00% for a single network" in worse
     assert "not above it" in worse
+
+
+def test_simplex_figure_is_the_same_file_whatever_numpy_global_state(tmp_path):
+    """The strip plot's jitter comes from numpy's global generator (seaborn); the report seeds it,
+    so a rerun writes the same bytes (DVC sees no change) and leaves the global state as it was."""
+    import numpy as np
+    import pandas as pd
+
+    from modeconn.families.simplex import report
+
+    points = pd.DataFrame([{"vertices": v, "seed": s, "split": split, "loss": 0.1 * v + 0.01 * i, "error": 0.02 * i}
+                           for v in (1, 2, 3) for s in (0, 1) for split in ("train", "test") for i in range(4)])
+    files = []
+    for seed in (1, 2):
+        np.random.seed(seed)
+        before = np.random.get_state()[1].copy()
+        files.append(tmp_path / f"simplex{seed}.png")
+        report.simplex_figure(points, files[-1])
+        assert (np.random.get_state()[1] == before).all()
+    assert files[0].read_bytes() == files[1].read_bytes()

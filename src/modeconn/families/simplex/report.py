@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -69,9 +70,16 @@ def simplex_figure(points: pd.DataFrame, path: Path) -> None:
     """Loss and accuracy at every sampled point vs simplex size (points per seed, mean line)."""
     points = points.assign(accuracy=1.0 - points["error"])
     long = points.melt(id_vars=["vertices", "seed", "split"], value_vars=["loss", "accuracy"], var_name="metric", value_name="value")
-    grid = sns.catplot(data=long, x="vertices", y="value", hue="seed", col="split", row="metric", kind="strip",
-                       col_order=["train", "test"], row_order=["loss", "accuracy"], dodge=True, height=2.8, aspect=1.3,
-                       sharey=False, palette="deep", size=4)
+    # seaborn jitters strip plots with numpy's global generator: seeded here (and restored after),
+    # the figure is the same file on every run, so DVC sees no change where there is none
+    state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        grid = sns.catplot(data=long, x="vertices", y="value", hue="seed", col="split", row="metric", kind="strip",
+                           col_order=["train", "test"], row_order=["loss", "accuracy"], dodge=True, height=2.8, aspect=1.3,
+                           sharey=False, palette="deep", size=4)
+    finally:
+        np.random.set_state(state)
     for (metric, split), ax in grid.axes_dict.items():
         sel = long[(long.metric == metric) & (long.split == split)].groupby("vertices")["value"].mean()
         ax.plot(range(len(sel)), sel.to_numpy(), color="black", marker="_", markersize=20, lw=1, label="mean")
