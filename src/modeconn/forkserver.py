@@ -55,7 +55,13 @@ _INT = struct.Struct("!i")
 
 def available() -> bool:
     """Whether this platform can run the server (Linux: fd passing, pidfd_open, PR_SET_PDEATHSIG)."""
-    return sys.platform == "linux" and hasattr(os, "pidfd_open") and hasattr(socket, "send_fds")
+    if sys.platform != "linux" or not hasattr(os, "pidfd_open") or not hasattr(socket, "send_fds"):
+        return False
+    try:
+        os.close(os.pidfd_open(os.getpid()))  # the kernel has it (Linux ≥ 5.3)
+    except OSError:
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- client
@@ -195,6 +201,10 @@ def serve(address: str, log=print) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
     modules = preload()
+    import torch
+
+    if torch.cuda.is_initialized():  # a forked child could not use CUDA then
+        raise RuntimeError("CUDA was initialised while the fork server imported the package; run with MODECONN_FORK_SERVER=off")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     temporary = f"{address}.{os.getpid()}"
     listener.bind(temporary)
