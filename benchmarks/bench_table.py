@@ -13,7 +13,8 @@ Rows (every ratio is of two numbers measured in this run, on this machine, under
   model: ratio of wall times, 25 = no gain from batching; and the same path with every point in one
   vmap call (bench_population.py);
 - per-job fixed cost: a fresh process's imports for each kind of job, and with the job's MLflow run
-  opened directly or through the workflow's journal (bench_startup.py).
+  opened directly or through the workflow's journal; and small real jobs of each kind run as a
+  fresh process and forked from the fork server of a local workflow (bench_startup.py).
 It prints numbers and asserts nothing.
 """
 
@@ -50,6 +51,7 @@ def main() -> None:
         train = {r["label"]: r for r in bp.bench_training(setup, device)}
     path = bp.bench_path(setup, device)
     startup = bs.measure(2 if args.quick else 3)
+    jobs = bs.served(2 if args.quick else 3)
     load = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "n/a"
     print(f"torch {torch.__version__}, device {device} ({bp.device_name(device)}), {torch.get_num_threads()} torch threads, "
           f"Python {platform.python_version()}, 1-min load {load}; model {setup.model.name}, batch {setup.batch_size}, "
@@ -71,6 +73,9 @@ def main() -> None:
         cells = f"{w['imports']:.2f} s imports" + (f"; + MLflow run: {w['direct']:.2f} s direct, {w['journal']:.2f} s journal" if logs else "")
         ratio = f"{w['journal'] / w['direct']:.2f} (journal / direct)" if logs else ""
         print(f"| per-job fixed cost, {kind} | {cells} | {ratio} |")
+    for kind, w in jobs.items():
+        print(f"| small real job, {kind}: fresh process vs forked from the fork server | {w['alone']:.2f} s vs {w['served']:.2f} s | "
+              f"{w['served'] / w['alone']:.2f} (server / fresh) |")
     print(f"\ntotal {time.perf_counter() - began:.0f} s")
 
 

@@ -208,3 +208,13 @@ def running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_client_of_another_import_path_runs_the_command_itself(server, tmp_path):
+    """The server's children have its modules: a client with another PYTHONPATH (or Python) is
+    refused, and its command runs in its own process, with its own import path."""
+    address, log = server
+    refused = log.read_text().count("refused")
+    out = modeconn(tmp_path, "validate", "--params", "{}", address=address, env={"PYTHONPATH": str(tmp_path)})
+    assert out.returncode == 0 and "interpolation_points" in out.stdout, out.stderr
+    assert log.read_text().count("refused") == refused + 1

@@ -1,32 +1,32 @@
 """A fork server for the workflow's jobs: every `modeconn` job starts with its imports already done.
 
-Each Snakemake job is a fresh `modeconn <command>` process, and on a 2-core machine importing
-Python, torch, pandas, scipy, matplotlib and seaborn takes 1.3-2 s of it, before any work: about
-a quarter of the default run. Under a local Snakemake run one server process (`python -m
-modeconn.forkserver SOCKET`, started in the Snakefile's `onstart`, stopped in `onsuccess` and
-`onerror`, logging to logs/fork-server.log) imports the package and everything its commands
-import, once. A job's `modeconn` command is then a thin
-client (this module's `entry`, importing the standard library only): it sends the server its
-arguments, working directory, environment, umask and its standard input, output and error (file
-descriptors, over a Unix socket); the server forks; the child takes them on and runs the command
-exactly as `modeconn.cli.entry` would in a fresh process; the client relays signals to it and
+Each Snakemake job is a `modeconn <command>` process. As a fresh process it spends 1.4-2.7 s on a
+2-core machine importing torch, pandas, scipy, matplotlib and seaborn before any work: a quarter
+of the default run. Under a local Snakemake run one server process (`python -m modeconn.forkserver
+SOCKET`, started in the Snakefile's `onstart`, stopped in `onsuccess` and `onerror`, logging to
+logs/fork-server.log) imports the package and everything its commands import, once. A job's
+`modeconn` command is then a thin client (this module's `entry`, standard library only): it sends
+the server its arguments, working directory, environment, umask and its standard input, output and
+error (file descriptors, over a Unix socket); the server forks; the child takes them on and runs
+the command as `modeconn.cli.entry` would in a fresh process; the client relays signals to it and
 ends with its exit status (or by its signal). Computation, outputs and logs are the same.
 
 Why a job stays the same job:
-- the server only imports; it computes nothing, starts no thread pool (torch's, OpenMP) and never
+- the server only imports; it computes nothing, starts no torch or OpenMP thread pool and never
   touches CUDA, so each child starts from a fresh interpreter's state after its imports;
 - the child gets the client's environment, working directory, umask, stdio and argv, and dies
   with the client (the server kills it when the client's connection closes: Snakemake cancelling
   or killing a job) and with the server (PR_SET_PDEATHSIG);
-- libraries that read the environment when they are loaded keep the server's reading; the server
-  runs OpenBLAS (scipy's ARPACK, numpy) on one thread, as every job's rule asks for.
+- libraries that read the environment when they are loaded keep the server's reading: the server
+  runs OpenBLAS (numpy's, scipy's ARPACK) on one thread, as the curvature rule asks for and as
+  every job of the default run has one thread.
 
 When the client runs the command itself instead (the same as without a server): no server
 address in the environment (`dvc repro`, a command typed by hand), nothing listening there (not
-started yet, stopped, another machine), another Python installation than the server's (a conda
-environment of `--software-deployment-method conda`), or a Slurm allocation (the job must run in
-it: `SLURM_JOB_ID` set). `MODECONN_FORK_SERVER=off` in the environment keeps the Snakefile from
-starting a server.
+started yet, stopped, another machine), another Python installation or PYTHONPATH than the
+server's (a conda environment of `--software-deployment-method conda`), or a Slurm allocation
+(`SLURM_JOB_ID` set: the job must run inside it). `MODECONN_FORK_SERVER=off` in the environment
+keeps the Snakefile from starting a server.
 
 Linux only (file-descriptor passing, pidfd, PR_SET_PDEATHSIG); elsewhere no server starts.
 
@@ -71,8 +71,8 @@ def entry() -> None:
     """The `modeconn` console command: through the fork server when there is one, else `cli.entry`."""
     address = os.environ.get(ADDRESS_ENV, "")
     argv = sys.argv[1:]
-    if address and address != OFF and available() and not os.environ.get("SLURM_JOB_ID") and argv[:1] != [] \
-            and argv[0] not in _OWN_PROCESS:
+    served = address not in ("", OFF) and argv and argv[0] not in _OWN_PROCESS
+    if served and not os.environ.get("SLURM_JOB_ID") and available():
         status = _through_server(address, argv)
         if status is not None:
             _end_as(status)
@@ -134,7 +134,10 @@ def _usable(fd: int) -> int:
 def _read(sock: socket.socket, n: int) -> bytes:
     data = b""
     while len(data) < n:
-        chunk = sock.recv(n - len(data))
+        try:
+            chunk = sock.recv(n - len(data))
+        except OSError:  # the other end is gone (reset)
+            break
         if not chunk:
             break
         data += chunk
@@ -250,8 +253,10 @@ def _accept(listener: socket.socket, sel, jobs: dict, log) -> None:
         log(f"fork server: request refused ({err})")
         conn.close()
         return
-    if request.get("prefix") != sys.prefix:
-        log(f"fork server: request from another Python ({request.get('prefix')}) refused: it runs itself")
+    # The child has the server's modules and import path: only a client of the same Python
+    # installation and PYTHONPATH gets what a fresh process of its own would import.
+    if request.get("prefix") != sys.prefix or request["env"].get("PYTHONPATH") != os.environ.get("PYTHONPATH"):
+        log(f"fork server: request from another Python or PYTHONPATH ({request.get('prefix')}) refused: it runs itself")
         for fd in fds:
             os.close(fd)
         conn.close()
@@ -263,7 +268,17 @@ def _accept(listener: socket.socket, sel, jobs: dict, log) -> None:
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _RELAYED)
     pid = os.fork()
     if pid == 0:
-        _child(request, fds, [listener, conn, *jobs], [pidfd for _, pidfd in jobs.values()], blocked)
+        # Whatever happens, the child never returns into the server's loop (it would act as the server).
+        try:
+            _child(request, fds, [listener, conn, *jobs], [pidfd for _, pidfd in jobs.values()], blocked)
+        except KeyboardInterrupt:
+            os._exit(130)
+        except BaseException:  # noqa: BLE001
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(1)
     signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     for fd in fds:
         os.close(fd)

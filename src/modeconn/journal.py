@@ -25,6 +25,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -264,7 +265,11 @@ class Drainer:
 
 def follow(folder: Path, owner: str, stop: Path) -> None:
     """Drain `folder` until `stop` exists or the owner process (the workflow) is gone; then drain
-    once more and return."""
+    once more and return.
+
+    Ctrl-C reaches the whole process group: the drainer ignores it, so that the workflow's onerror
+    can still ask it for its last pass (a drainer that stops on its own owner's death needs no signal)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     drainer = Drainer(folder)
     while not stop.exists() and process_alive(owner):
         if drainer.drain() == 0:
