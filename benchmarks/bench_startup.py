@@ -7,7 +7,7 @@ fresh interpreter that does exactly the imports that job does before its first u
 (parse the CLI, build the parser, import the family module the command calls), under
 and prints its wall time, and the cumulative import time of the heavy top-level packages from a
 second run under `python -X importtime` (which itself adds a few tenths of a second). For jobs that log to MLflow it also times the same process opening and closing
-its run in a SQLite store (one param, one metric): directly (a job run by hand, `dvc repro`) and
+its run in a SQLite store (one param, one metric): directly (a job run by hand) and
 through the tracking journal (journal.py; every job under Snakemake), whose drainer works in its
 own process, off the job's clock. Each process ends as the `modeconn` command does (os._exit,
 no interpreter teardown). Medians over --repeats runs, interleaved (kinds in turn), so

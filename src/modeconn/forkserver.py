@@ -22,7 +22,7 @@ Why a job stays the same job:
   every job of the default run has one thread.
 
 When the client runs the command itself instead (the same as without a server): no server
-address in the environment (`dvc repro`, a command typed by hand), nothing listening there (not
+address in the environment (a command typed by hand), nothing listening there (not
 started yet, stopped, another machine), another Python installation or PYTHONPATH than the
 server's (a conda environment of `--software-deployment-method conda`), or a Slurm allocation
 (`SLURM_JOB_ID` set: the job must run inside it). `MODECONN_FORK_SERVER=off` in the environment
