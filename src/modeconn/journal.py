@@ -14,8 +14,8 @@ far it got, which MLflow run each journal run became), so the next one neither l
 a record. Several drainers (two workflows at once) take each file under a lock.
 
 Used only for a local store (sqlite:///...): a tracking server is cheap to reach, and cluster
-jobs write to it directly. Without MODECONN_TRACKING_JOURNAL (a job run by hand; `dvc repro` runs Snakemake)
-jobs write to the store themselves (`tracking.Recorder`).
+jobs write to it directly. Without MODECONN_TRACKING_JOURNAL (a job run by hand; not under `dvc
+repro`, whose stages run Snakemake) jobs write to the store themselves (`tracking.Recorder`).
 """
 
 from __future__ import annotations
