@@ -152,21 +152,29 @@ def test_headline_shown_for_a_low_loss_simplex_whose_ensemble_beats_one_network(
     assert "not above it" in worse
 
 
-def test_simplex_figure_is_the_same_file_whatever_numpy_global_state(tmp_path):
-    """The strip plot's jitter comes from numpy's global generator (seaborn); the report seeds it,
-    so a rerun writes the same bytes (DVC sees no change) and leaves the global state as it was."""
-    import numpy as np
-    import pandas as pd
 
-    from modeconn.families.simplex import report
+SIMPLEX_FIGURE = """
+import sys
+import numpy as np
+import pandas as pd
+from modeconn.families.simplex import report
+np.random.seed(int(sys.argv[2]))
+points = pd.DataFrame([{"vertices": v, "seed": s, "split": split, "loss": 0.1 * v + 0.01 * i, "error": 0.02 * i}
+                       for v in (1, 2, 3) for s in (0, 1) for split in ("train", "test") for i in range(4)])
+report.simplex_figure(points, sys.argv[1])
+"""
 
-    points = pd.DataFrame([{"vertices": v, "seed": s, "split": split, "loss": 0.1 * v + 0.01 * i, "error": 0.02 * i}
-                           for v in (1, 2, 3) for s in (0, 1) for split in ("train", "test") for i in range(4)])
+
+def test_simplex_figure_is_the_same_file_in_every_process(tmp_path):
+    """A rerun writes the same bytes (so DVC sees no change): two processes with different string
+    hashing (PYTHONHASHSEED) and numpy global states draw the same figure."""
+    import os
+    import subprocess
+    import sys
+
     files = []
-    for seed in (1, 2):
-        np.random.seed(seed)
-        before = np.random.get_state()[1].copy()
-        files.append(tmp_path / f"simplex{seed}.png")
-        report.simplex_figure(points, files[-1])
-        assert (np.random.get_state()[1] == before).all()
+    for hash_seed in ("0", "1"):
+        files.append(tmp_path / f"simplex{hash_seed}.png")
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run([sys.executable, "-c", SIMPLEX_FIGURE, str(files[-1]), hash_seed], env=env, check=True, timeout=600)
     assert files[0].read_bytes() == files[1].read_bytes()
