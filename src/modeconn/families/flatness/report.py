@@ -245,6 +245,8 @@ def sharpness_figure(minima: pd.DataFrame, path: Path) -> None:
     ax.set_xlabel("Hessian trace at the minimum (± 1 SE)")
     ax.set_ylabel("test error")
     ax.set_title("Sharp vs flat: trace vs test error across minima")
+    # beside the axes: inside, the legend covered the sharpest and worst minima
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0))
     save_figure(fig, path)
 
 
