@@ -30,29 +30,37 @@ PARAMS = {
 }
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A running server: (socket address, its log)."""
-    folder = tmp_path_factory.mktemp("server")
+def start_server(folder: Path) -> tuple[subprocess.Popen, str, Path]:
+    """A server listening at folder/fork.sock, logging to folder/server.log: (process, address, log)."""
     address, log = str(folder / "fork.sock"), folder / "server.log"
-    env = {k: v for k, v in os.environ.items() if k != forkserver.ADDRESS_ENV}
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "modeconn.forkserver", address], stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen([sys.executable, "-m", "modeconn.forkserver", address], stdout=out, stderr=subprocess.STDOUT,
+                                env=client_env(None))
     deadline = time.monotonic() + 300
     while not os.path.exists(address) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert os.path.exists(address), log.read_text()
+    return proc, address, log
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A running server: (socket address, its log)."""
+    proc, address, log = start_server(tmp_path_factory.mktemp("server"))
     yield address, log
     proc.terminate()
     proc.wait(timeout=60)
     assert not os.path.exists(address), "the server removes its socket when it stops"
 
 
-def modeconn(cwd: Path, *args: str, address: str | None, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+def client_env(address: str | None, env: dict | None = None) -> dict:
+    """This environment with the server at `address` (None: no server) and `env` on top."""
     environ = {k: v for k, v in os.environ.items() if k != forkserver.ADDRESS_ENV} | (env or {})
-    if address is not None:
-        environ[forkserver.ADDRESS_ENV] = address
-    return subprocess.run([str(BIN), *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=600, **kwargs)
+    return environ if address is None else environ | {forkserver.ADDRESS_ENV: address}
+
+
+def modeconn(cwd: Path, *args: str, address: str | None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN), *args], cwd=cwd, env=client_env(address, env), capture_output=True, text=True, timeout=600)
 
 
 def served_pids(log: Path, command: str, cwd: Path) -> list[int]:
@@ -124,26 +132,21 @@ def test_the_job_gets_the_clients_environment(server, tmp_path):
     assert header["op"] == "job" and served_pids(log, "train-seeds", tmp_path) == [int(header["owner"].split(":")[0])]
 
 
-def long_job(tmp_path: Path, address: str) -> tuple[subprocess.Popen, int]:
+def long_job(tmp_path: Path, address: str, log: Path) -> tuple[subprocess.Popen, int]:
     """A training of many epochs started through the server: the client and its job's pid."""
     assert job(tmp_path, None, "prepare-data", "--out", "data.safetensors").returncode == 0
     params = {**PARAMS, "train": {**PARAMS["train"], "duration": "100000ep"}}
-    environ = {k: v for k, v in os.environ.items() if k != forkserver.ADDRESS_ENV} | {forkserver.ADDRESS_ENV: address}
     client = subprocess.Popen([str(BIN), "train-seeds", "--params", json.dumps(params), "--seeds", "0", "--data", "data.safetensors",
-                               "--out-dir", "pop", "--threads", "1"], cwd=tmp_path, env=environ,
+                               "--out-dir", "pop", "--threads", "1"], cwd=tmp_path, env=client_env(address),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        pids = served_pids(address_log(address), "train-seeds", tmp_path)
+        pids = served_pids(log, "train-seeds", tmp_path)
         if pids:
             return client, pids[0]
         assert client.poll() is None, "the job ended before it could be signalled"
         time.sleep(0.02)
     raise AssertionError("the server did not start the job")
-
-
-def address_log(address: str) -> Path:
-    return Path(address).parent / "server.log"
 
 
 def wait_for_status(log: Path, pid: int) -> int:
@@ -158,7 +161,7 @@ def test_a_signal_to_the_client_reaches_its_job(server, tmp_path, sig):
     """Snakemake stopping a job signals its process: the job gets the signal and the client ends
     as the job did (killed by SIGTERM; SIGINT: Python's KeyboardInterrupt, exit 130)."""
     address, log = server
-    client, pid = long_job(tmp_path, address)
+    client, pid = long_job(tmp_path, address, log)
     client.send_signal(sig)
     code = client.wait(timeout=120)
     status = wait_for_status(log, pid)
@@ -169,7 +172,7 @@ def test_a_signal_to_the_client_reaches_its_job(server, tmp_path, sig):
 def test_killing_the_client_kills_its_job(server, tmp_path):
     """kill -9 of a job's process (the client) leaves no job running on in the server."""
     address, log = server
-    client, pid = long_job(tmp_path, address)
+    client, pid = long_job(tmp_path, address, log)
     client.kill()
     client.wait(timeout=60)
     assert wait_for_status(log, pid) == -signal.SIGKILL
@@ -186,13 +189,8 @@ def test_without_a_server_the_command_runs_itself(tmp_path):
 def test_a_dead_server_takes_its_jobs_and_the_client_says_so(tmp_path):
     """The server killed (kill -9) while a job runs: the job dies with it (PR_SET_PDEATHSIG) and
     the client fails, naming the server."""
-    address = str(tmp_path / "fork.sock")
-    with open(tmp_path / "server.log", "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "modeconn.forkserver", address], stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
-    while not os.path.exists(address) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    client, pid = long_job(tmp_path, address)
+    proc, address, log = start_server(tmp_path)
+    client, pid = long_job(tmp_path, address, log)
     proc.kill()
     proc.wait(timeout=60)
     assert client.wait(timeout=120) == 1

@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The `modeconn` console command: `main`, then exit without Python's interpreter teardown.
+    """What the `modeconn` console command runs (in its own process, or in a child of the fork
+    server: forkserver.entry): `main`, then exit without Python's interpreter teardown.
 
     With torch, pandas and their extensions loaded, the teardown (module finalizers, freeing every
     object) takes about 0.5 s on 2 cores, a third of a short job's fixed cost, and does nothing a

@@ -178,17 +178,12 @@ def preload() -> list[str]:
     import importlib
     import pkgutil
 
-    from . import cli  # noqa: F401
-    from . import families
+    from . import cli, core, families  # noqa: F401
 
-    names = []
-    for info in pkgutil.walk_packages(families.__path__, families.__name__ + "."):
-        names.append(info.name)
-    for package in ("core",):
-        mod = importlib.import_module(f"{__package__}.{package}")
-        names += [info.name for info in pkgutil.walk_packages(mod.__path__, mod.__name__ + ".")]
+    names = [info.name for package in (families, core) for info in pkgutil.walk_packages(package.__path__, package.__name__ + ".")]
     names += [f"{__package__}.{m}" for m in ("consolidated", "data", "journal", "tracking", "figures")]
-    # torch.func.grad imports torch._dynamo at its first call (0.9 s): curvature and AutoNEB jobs
+    # torch imports torch._dynamo (0.9 s) at the first optimizer step or torch.func.grad call:
+    # every training, curvature and AutoNEB job
     names.append("torch._dynamo")
     for name in names:
         importlib.import_module(name)
@@ -229,7 +224,7 @@ def serve(address: str, log=print) -> None:
     except _Stop:
         pass
     finally:
-        for conn, (pid, _) in list(jobs.items()):
+        for pid, _ in jobs.values():
             _kill(pid, signal.SIGKILL)
         try:
             os.unlink(address)
@@ -242,6 +237,7 @@ def _accept(listener: socket.socket, sel, jobs: dict, log) -> None:
     import selectors
 
     conn, _ = listener.accept()
+    fds: list[int] = []
     try:
         conn.settimeout(10)
         head, fds, _, _ = socket.recv_fds(conn, _INT.size, 3)
@@ -249,14 +245,9 @@ def _accept(listener: socket.socket, sel, jobs: dict, log) -> None:
             raise OSError("incomplete request")
         request = json.loads(_read(conn, _INT.unpack(head)[0]))
         _check_peer(conn)
-    except (OSError, ValueError) as err:
-        log(f"fork server: request refused ({err})")
-        conn.close()
-        return
-    # The child has the server's modules and import path: only a client of the same Python
-    # installation and PYTHONPATH gets what a fresh process of its own would import.
-    if request.get("prefix") != sys.prefix or request["env"].get("PYTHONPATH") != os.environ.get("PYTHONPATH"):
-        log(f"fork server: request from another Python or PYTHONPATH ({request.get('prefix')}) refused: it runs itself")
+        _check_same_python(request)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log(f"fork server: request refused ({err}): the client runs the command itself")
         for fd in fds:
             os.close(fd)
         conn.close()
@@ -265,12 +256,13 @@ def _accept(listener: socket.socket, sel, jobs: dict, log) -> None:
         stream.flush()  # or the child would write the server's buffered lines again
     # The child must not run the server's handlers (SIGTERM stops the server): signals wait, blocked,
     # until it has the default ones.
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _RELAYED)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _RELAYED)  # the mask before blocking
+    server = os.getpid()
     pid = os.fork()
     if pid == 0:
         # Whatever happens, the child never returns into the server's loop (it would act as the server).
         try:
-            _child(request, fds, [listener, conn, *jobs], [pidfd for _, pidfd in jobs.values()], blocked)
+            _child(request, fds, [listener, conn, *jobs], [pidfd for _, pidfd in jobs.values()], mask, server)
         except KeyboardInterrupt:
             os._exit(130)
         except BaseException:  # noqa: BLE001
@@ -279,7 +271,7 @@ def _accept(listener: socket.socket, sel, jobs: dict, log) -> None:
             traceback.print_exc()
         finally:
             os._exit(1)
-    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     for fd in fds:
         os.close(fd)
     conn.settimeout(None)
@@ -297,6 +289,13 @@ def _check_peer(conn: socket.socket) -> None:
     _, uid, _ = struct.unpack("3i", creds)
     if uid != os.getuid():
         raise OSError(f"connection from uid {uid}")
+
+
+def _check_same_python(request: dict) -> None:
+    """The child has the server's modules and import path: only a client of the same Python
+    installation and PYTHONPATH gets what a fresh process of its own would import."""
+    if request["prefix"] != sys.prefix or request["env"].get("PYTHONPATH") != os.environ.get("PYTHONPATH"):
+        raise ValueError(f"another Python or PYTHONPATH ({request['prefix']})")
 
 
 def _from_client(conn: socket.socket, jobs: dict, sel) -> None:
@@ -334,7 +333,7 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
-def _child(request: dict, fds: list[int], sockets: list[socket.socket], pidfds: list[int], mask) -> None:
+def _child(request: dict, fds: list[int], sockets: list[socket.socket], pidfds: list[int], mask, server: int) -> None:
     """In the forked child: become the client's process, run the command, never return."""
     import ctypes
 
@@ -342,9 +341,8 @@ def _child(request: dict, fds: list[int], sockets: list[socket.socket], pidfds: 
         signal.signal(s, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh interpreter
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    server = os.getppid()
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the server
-    if os.getppid() != server:
+    if os.getppid() != server:  # it died before that
         os._exit(1)
     for s in sockets:
         s.close()
@@ -390,6 +388,7 @@ def start(log) -> tuple[object, str] | None:
 def stop(server: tuple[object, str] | None) -> None:
     """Stop the server (children still running are killed), remove its socket folder."""
     import shutil
+    import subprocess
 
     if server is None:
         return
@@ -398,7 +397,7 @@ def stop(server: tuple[object, str] | None) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=30)
-    except Exception:  # noqa: BLE001 - whatever happened, it must not outlive the workflow
+    except subprocess.TimeoutExpired:  # it must not outlive the workflow
         proc.kill()
     shutil.rmtree(os.path.dirname(address), ignore_errors=True)
 
