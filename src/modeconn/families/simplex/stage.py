@@ -18,7 +18,7 @@ from ... import checkpoint, resume, tracking
 from ...config import Config
 from ...core import simplex as simplex_math
 from ...core.optimizers import FitState, load_optimizer_tensors, make_optimizer, optimizer_tensors
-from ...core.params import require_finite, select, stack
+from ...core.params import require_finite, select, size, stack
 from ...core.population import chunks, evaluate, forward, has_batchnorm, members_at_once, mode, recompute_bn
 from ...data import Dataset
 from ...io import write_csvs
@@ -136,7 +136,7 @@ def probabilities(cfg: Config, model, params: dict, buffers: dict, x: torch.Tens
     """Softmax outputs [P, N, C] of P stacked networks on x, in eval mode, in evaluation batches."""
     out = []
     ev = cfg.evaluation
-    parts = chunks(next(iter(params.values())).shape[0], members_at_once(model, params, buffers, x, ev.batch_size, ev.member_chunk))
+    parts = chunks(size(params), members_at_once(model, params, buffers, x, ev.batch_size, ev.member_chunk))
     with mode(model, training=False):
         for start in range(0, x.shape[0], ev.batch_size):
             xb = x[start : start + ev.batch_size]
